@@ -1,0 +1,109 @@
+//! The API's one error type and the one place it becomes a response: RFC 9457 problem details.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+
+/// Everything the JSON API can refuse a request for.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request body over {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("content type must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("idempotency key reused with different content")]
+    KeyConflict,
+    #[error("not found")]
+    NotFound,
+    #[error("storage unavailable")]
+    Unavailable(#[source] Arc<StoreError>),
+}
+
+/// The body of every error the API returns.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    fn slug_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::Malformed(_) => ("malformed-request", "Malformed request"),
+            ApiError::TooLarge { .. } => ("body-too-large", "Request body too large"),
+            ApiError::UnsupportedMediaType { .. } => ("unsupported-media-type", "Unsupported content type"),
+            ApiError::Invalid(_) => ("invalid-fields", "Invalid fields"),
+            ApiError::KeyConflict => ("idempotency-key-reused", "Idempotency key reused"),
+            ApiError::NotFound => ("not-found", "Not found"),
+            ApiError::Unavailable(_) => ("storage-unavailable", "Service unavailable"),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (slug, title) = self.slug_title();
+        let detail = match self {
+            ApiError::Malformed(d) => d.clone(),
+            ApiError::TooLarge { limit } => format!("The request body must be at most {limit} bytes."),
+            ApiError::UnsupportedMediaType { expected } => format!("Send the request body as {expected}."),
+            ApiError::Invalid(errors) => format!("{} field(s) need attention.", errors.len()),
+            ApiError::KeyConflict => {
+                "This Idempotency-Key was already used for a request with different content; use a new key for a new request.".to_owned()
+            }
+            ApiError::NotFound => "There is nothing at this address.".to_owned(),
+            // Says nothing internal: the cause is in the log.
+            ApiError::Unavailable(_) => {
+                "The request could not be stored right now and nothing was kept. Please try again in a few minutes.".to_owned()
+            }
+        };
+        let errors = match self {
+            ApiError::Invalid(e) => e.clone(),
+            _ => Vec::new(),
+        };
+        Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: self.status_code().as_u16(),
+            detail,
+            errors,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) | ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Unavailable(e) = self {
+            tracing::error!(error = ?e, "request refused: storage unavailable");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        if matches!(self, ApiError::Unavailable(_)) {
+            res.insert_header((header::RETRY_AFTER, "30"));
+        }
+        res.body(serde_json::to_string(&self.problem()).unwrap_or_default())
+    }
+}

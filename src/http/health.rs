@@ -1,0 +1,130 @@
+//! `GET /api/health`: can the service take submissions, and is delivery keeping up (SPEC section 7).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use serde::Serialize;
+
+use super::AppState;
+
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    NotConfigured,
+    Degraded,
+    Down,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutboxCheck {
+    pub status: Status,
+    pub detail: String,
+    pub pending: i64,
+    pub dead: i64,
+    pub oldest_pending_seconds: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Checks {
+    pub database: Check,
+    pub outbox: OutboxCheck,
+    pub email: Check,
+    pub github: Check,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub checks: Checks,
+}
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (database, outbox) = match state.store.outbox_stats(Utc::now()).await {
+        Ok(stats) => {
+            let (status, detail) = if stats.dead > 0 {
+                (
+                    Status::Degraded,
+                    format!(
+                        "{} delivery job(s) failed for good and wait for a retry by an operator",
+                        stats.dead
+                    ),
+                )
+            } else {
+                (Status::Ok, format!("{} delivery job(s) pending", stats.pending))
+            };
+            (
+                Check {
+                    status: Status::Ok,
+                    detail: format!("{} reachable", state.store.backend()),
+                },
+                OutboxCheck {
+                    status,
+                    detail,
+                    pending: stats.pending,
+                    dead: stats.dead,
+                    oldest_pending_seconds: stats.oldest_pending_seconds,
+                },
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, "health: database unreachable");
+            (
+                Check {
+                    status: Status::Down,
+                    detail: format!("{} unreachable", state.store.backend()),
+                },
+                OutboxCheck {
+                    status: Status::Down,
+                    detail: "unknown while the database is unreachable".to_owned(),
+                    pending: 0,
+                    dead: 0,
+                    oldest_pending_seconds: 0,
+                },
+            )
+        }
+    };
+    let email = Check {
+        status: Status::Ok,
+        detail: state.delivery_config.email_detail.clone(),
+    };
+    let github = match &state.delivery_config.github_missing {
+        None => Check {
+            status: Status::Ok,
+            detail: "configured".to_owned(),
+        },
+        Some(missing) => Check {
+            status: Status::NotConfigured,
+            detail: format!("filing waits: {missing}"),
+        },
+    };
+
+    let worst = [database.status, outbox.status, email.status, github.status]
+        .into_iter()
+        .max()
+        .unwrap_or(Status::Ok);
+    let (status, code) = match worst {
+        Status::Ok => ("ok", StatusCode::OK),
+        Status::NotConfigured | Status::Degraded => ("degraded", StatusCode::OK),
+        Status::Down => ("down", StatusCode::SERVICE_UNAVAILABLE),
+    };
+    HttpResponse::build(code)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(Health {
+            status,
+            version: env!("CARGO_PKG_VERSION"),
+            checks: Checks {
+                database,
+                outbox,
+                email,
+                github,
+            },
+        })
+}

@@ -1,0 +1,86 @@
+//! The HTTP interface (SPEC section 3), one file per resource.
+
+mod api;
+mod body;
+mod error;
+mod form;
+mod health;
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::form_token::FormTokens;
+use crate::intake::Intake;
+use crate::store::Store;
+use crate::templates::Templates;
+
+pub use api::Accepted;
+pub use error::{ApiError, Problem};
+pub use health::Health;
+
+/// What delivery is set up to do, as health reports it.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub email_detail: String,
+    /// Why GitHub filing waits, or `None` when it is configured.
+    pub github_missing: Option<String>,
+}
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub intake: Intake,
+    pub templates: Templates,
+    pub form_tokens: FormTokens,
+    pub site_name: String,
+    pub delivery_config: DeliveryConfig,
+}
+
+/// No script, no inline style, nothing from elsewhere, never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+}
+
+const STYLESHEET: &str = include_str!("../../static/intake.css");
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(STYLESHEET)
+}
+
+/// Unknown paths: problem details under `/api/`, a page elsewhere.
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if req.path().starts_with("/api/") {
+        actix_web::ResponseError::error_response(&ApiError::NotFound)
+    } else {
+        form::error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Page not found",
+            "There is nothing at this address.",
+        )
+    }
+}
+
+/// Routes every endpoint; used by the server and by tests alike.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(form::show))
+        .route("/", web::post().to(form::submit))
+        .route("/submitted/{reference}", web::get().to(form::submitted))
+        .route("/api/v1/tickets", web::post().to(api::submit))
+        .route("/api/health", web::get().to(health::health))
+        .route("/static/intake.css", web::get().to(stylesheet))
+        .default_service(web::to(not_found));
+}

@@ -1,0 +1,13 @@
+//! intake: a help form that becomes a support record, an acknowledgement email and a GitHub issue.
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod form_token;
+pub mod http;
+pub mod intake;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod templates;

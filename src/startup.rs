@@ -1,0 +1,180 @@
+//! Builds the application from settings: storage, migrations, the ticket writer, the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
+
+use crate::classify::Classifier;
+use crate::config::{EmailTransport, Settings};
+use crate::form_token::FormTokens;
+use crate::http::{routes, security_headers, AppState, DeliveryConfig};
+use crate::intake::Intake;
+use crate::store::{self, Store, TicketWriter};
+use crate::templates::Templates;
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Arc<dyn Store>,
+    writers: Vec<JoinHandle<()>>,
+}
+
+/// Opens the database and applies pending migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store = store::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .context("opening the database (database.url)")?;
+    store.migrate().await.context("applying database migrations")?;
+    Ok(store)
+}
+
+/// What delivery is configured to do, and what is missing, in words for health and the start-up log.
+pub fn delivery_config(settings: &Settings) -> DeliveryConfig {
+    let email_detail = match settings.email.transport {
+        EmailTransport::File => format!("file transport writing to {}", settings.email.file_dir.display()),
+        EmailTransport::Smtp => "smtp transport".to_owned(),
+    };
+    let github_missing = if settings
+        .github
+        .token
+        .as_ref()
+        .is_none_or(|t| t.expose_secret().is_empty())
+    {
+        Some("github.token is not set".to_owned())
+    } else if settings.github.routes.is_empty() {
+        Some("no github.routes are configured".to_owned())
+    } else {
+        None
+    };
+    DeliveryConfig {
+        email_detail,
+        github_missing,
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = open_store(&settings).await?;
+        let classifier =
+            Arc::new(Classifier::load(settings.classify.rules_file.as_deref()).context("loading classify.rules_file")?);
+        // SQLite admits one writer at a time; PostgreSQL gains from a second building the next batch.
+        let writer_count = if store.backend() == "sqlite" { 1 } else { 2 };
+        let (writer, writers) = TicketWriter::spawn(Arc::clone(&store), settings.database.max_batch, writer_count);
+        let intake = Intake::new(
+            writer,
+            classifier,
+            settings.tickets.reference_prefix.clone(),
+            settings.github.file_unsupported,
+        );
+
+        let delivery = delivery_config(&settings);
+        if let Some(missing) = &delivery.github_missing {
+            tracing::warn!(
+                "GitHub filing is not configured ({missing}); filing jobs wait in the outbox and nothing is lost"
+            );
+        }
+        if settings.server.form_secret.is_none() {
+            tracing::info!("server.form_secret is not set: form tokens are signed with a key drawn at start (set it when running several instances)");
+        }
+
+        let state = web::Data::new(AppState {
+            store: Arc::clone(&store),
+            intake,
+            templates: Templates::new(),
+            form_tokens: FormTokens::new(settings.server.form_secret.as_ref()),
+            site_name: settings.server.site_name.clone(),
+            delivery_config: delivery,
+        });
+
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(security_headers())
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes)
+        })
+        .workers(workers)
+        .shutdown_timeout(30)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        tracing::info!(port, backend = store.backend(), "intake listening");
+        Ok(Application {
+            port,
+            server,
+            store,
+            writers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped through the handle; in-flight requests finish first.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Application { server, writers, .. } = self;
+        server.await?;
+        // The server's handlers held the only senders: the writers finish what is queued and stop.
+        for w in writers {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+        }
+        Ok(())
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C, then stops gracefully.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    let handle = app.handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        handle.stop(true).await;
+    });
+    app.run_until_stopped().await.context("running the HTTP server")
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

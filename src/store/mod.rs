@@ -1,0 +1,251 @@
+//! Durable storage: one [`Store`] trait, a SQLite and a PostgreSQL implementation, and the
+//! group-commit [`TicketWriter`] in front of them.
+
+mod postgres;
+mod sqlite;
+mod writer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::classify::{Classification, Signal};
+use crate::domain::{IdempotencyKey, Reference, RequestType, Submission, UnsupportedReason};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+pub use writer::TicketWriter;
+
+/// Why storage failed. Every variant is answered `503` to a client; the chain is logged once.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not what this version expects: {0}")]
+    Corrupt(String),
+    #[error("the ticket writer has stopped")]
+    WriterGone,
+}
+
+/// Where a submission came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Api,
+    Form,
+}
+
+impl Channel {
+    pub fn id(self) -> &'static str {
+        match self {
+            Channel::Api => "api",
+            Channel::Form => "form",
+        }
+    }
+
+    fn from_id(s: &str) -> Result<Channel, StoreError> {
+        match s {
+            "api" => Ok(Channel::Api),
+            "form" => Ok(Channel::Form),
+            other => Err(StoreError::Corrupt(format!("unknown source `{other}`"))),
+        }
+    }
+}
+
+/// A delivery job written with the ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    AckEmail,
+    GithubIssue,
+    FollowupEmail,
+}
+
+impl JobKind {
+    pub fn id(self) -> &'static str {
+        match self {
+            JobKind::AckEmail => "ack_email",
+            JobKind::GithubIssue => "github_issue",
+            JobKind::FollowupEmail => "followup_email",
+        }
+    }
+
+    fn from_id(s: &str) -> Result<JobKind, StoreError> {
+        match s {
+            "ack_email" => Ok(JobKind::AckEmail),
+            "github_issue" => Ok(JobKind::GithubIssue),
+            "followup_email" => Ok(JobKind::FollowupEmail),
+            other => Err(StoreError::Corrupt(format!("unknown delivery kind `{other}`"))),
+        }
+    }
+}
+
+/// A ticket about to be stored, with the jobs to store beside it.
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub reference: Reference,
+    pub created_at: DateTime<Utc>,
+    pub channel: Channel,
+    pub submission: Submission,
+    pub classification: Classification,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub jobs: Vec<JobKind>,
+}
+
+impl NewTicket {
+    pub fn status(&self) -> &'static str {
+        if self.classification.unsupported.is_some() {
+            "unsupported"
+        } else {
+            "received"
+        }
+    }
+}
+
+/// What a client is told about its ticket: the same on a first submission and on a repeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TicketSummary {
+    pub reference: String,
+    pub picked_type: RequestType,
+    pub filed_type: RequestType,
+    pub unsupported: Option<UnsupportedReason>,
+}
+
+/// The result of storing one [`NewTicket`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored now, with its jobs.
+    Created(TicketSummary),
+    /// The idempotency key was used before with the same content: nothing new was stored.
+    Repeated(TicketSummary),
+    /// The idempotency key was used before with other content: nothing was stored.
+    KeyConflict(TicketSummary),
+}
+
+/// A stored ticket, as the ops views and the workers read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ticket {
+    pub id: i64,
+    pub reference: String,
+    pub created_at: DateTime<Utc>,
+    pub channel: Channel,
+    pub name: String,
+    pub email: String,
+    pub picked_type: RequestType,
+    pub filed_type: RequestType,
+    pub unsupported: Option<UnsupportedReason>,
+    pub needs_triage: bool,
+    pub signals: Vec<Signal>,
+    pub subject: String,
+    pub message: String,
+    pub account: Option<String>,
+    pub page_url: Option<String>,
+}
+
+impl Ticket {
+    pub fn summary(&self) -> TicketSummary {
+        TicketSummary {
+            reference: self.reference.clone(),
+            picked_type: self.picked_type,
+            filed_type: self.filed_type,
+            unsupported: self.unsupported,
+        }
+    }
+}
+
+/// One delivery job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub ticket_id: i64,
+    pub kind: JobKind,
+    pub state: String,
+    pub attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+/// Outbox counts for health and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    /// Jobs neither done nor dead (nor skipped), waiting retries included.
+    pub pending: i64,
+    pub dead: i64,
+    pub oldest_pending_seconds: i64,
+}
+
+/// The storage every backend provides; the conformance suite runs the same cases on each.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a batch in one transaction: each ticket with its jobs, or its earlier twin when the
+    /// idempotency key was seen before. Either the whole batch is durable or none of it is.
+    async fn insert_tickets(&self, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    async fn ticket_by_reference(&self, reference: &str) -> Result<Option<Ticket>, StoreError>;
+
+    async fn deliveries_for_ticket(&self, ticket_id: i64) -> Result<Vec<Delivery>, StoreError>;
+
+    async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError>;
+
+    async fn count_tickets(&self) -> Result<i64, StoreError>;
+}
+
+/// Opens the database named by `url` (without migrating it).
+pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    let url = url.expose_secret();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else {
+        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
+    }
+}
+
+/// Rows hold type and reason ids; anything else means the database was edited by hand.
+fn parse_type(s: &str) -> Result<RequestType, StoreError> {
+    RequestType::from_id(s).ok_or_else(|| StoreError::Corrupt(format!("unknown request type `{s}`")))
+}
+
+fn parse_reason(s: Option<&str>) -> Result<Option<UnsupportedReason>, StoreError> {
+    s.map(|r| {
+        UnsupportedReason::from_id(r).ok_or_else(|| StoreError::Corrupt(format!("unknown unsupported reason `{r}`")))
+    })
+    .transpose()
+}
+
+fn signals_json(c: &Classification) -> String {
+    // Serialising plain strings into JSON cannot fail.
+    serde_json::to_string(&c.signals).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_signals(s: &str) -> Result<Vec<Signal>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("signals: {e}")))
+}
+
+/// The order in which a batch is written: by idempotency key, so that two instances writing
+/// overlapping batches lock the same keys in the same order and cannot deadlock.
+fn write_order(batch: &[NewTicket]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|a, b| {
+        let ka = batch[*a].idempotency_key.as_ref().map(IdempotencyKey::as_str);
+        let kb = batch[*b].idempotency_key.as_ref().map(IdempotencyKey::as_str);
+        ka.cmp(&kb)
+    });
+    order
+}
+
+/// How many times a reference is drawn again after a collision before giving up.
+const REFERENCE_ATTEMPTS: usize = 8;

@@ -1,0 +1,214 @@
+//! PostgreSQL, for deployments with several instances on one database.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+
+use super::{
+    parse_reason, parse_signals, parse_type, signals_json, write_order, Channel, Delivery, InsertOutcome, JobKind,
+    NewTicket, OutboxStats, Store, StoreError, Ticket, TicketSummary, REFERENCE_ATTEMPTS,
+};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const TICKET_COLUMNS: &str = "id, reference, created_at, source, name, email, picked_type, type, \
+     unsupported_reason, needs_triage, signals::text AS signals, subject, message, account, page_url";
+
+fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
+    Ok(Ticket {
+        id: row.try_get("id")?,
+        reference: row.try_get("reference")?,
+        created_at: row.try_get("created_at")?,
+        channel: Channel::from_id(row.try_get("source")?)?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        picked_type: parse_type(row.try_get("picked_type")?)?,
+        filed_type: parse_type(row.try_get("type")?)?,
+        unsupported: parse_reason(row.try_get("unsupported_reason")?)?,
+        needs_triage: row.try_get("needs_triage")?,
+        signals: parse_signals(row.try_get("signals")?)?,
+        subject: row.try_get("subject")?,
+        message: row.try_get("message")?,
+        account: row.try_get("account")?,
+        page_url: row.try_get("page_url")?,
+    })
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The pool, for the test harness and the job workers.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn insert_one(tx: &mut sqlx::PgConnection, t: &NewTicket) -> Result<InsertOutcome, StoreError> {
+        let mut reference = t.reference.clone();
+        let signals = signals_json(&t.classification);
+        let content_hash = t.submission.content_hash();
+        for _ in 0..REFERENCE_ATTEMPTS {
+            // ON CONFLICT DO NOTHING covers both unique columns: when another transaction holds the same
+            // idempotency key, this waits for it and then finds its committed row below.
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO tickets (reference, created_at, source, name, email, picked_type, type, status, \
+                 unsupported_reason, needs_triage, signals, subject, message, account, page_url, idempotency_key, \
+                 content_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, \
+                 $16, $17) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(reference.as_str())
+            .bind(t.created_at)
+            .bind(t.channel.id())
+            .bind(&t.submission.name)
+            .bind(&t.submission.email)
+            .bind(t.classification.picked.id())
+            .bind(t.classification.filed_as.id())
+            .bind(t.status())
+            .bind(t.classification.unsupported.map(|u| u.id()))
+            .bind(t.classification.needs_triage)
+            .bind(&signals)
+            .bind(&t.submission.subject)
+            .bind(&t.submission.message)
+            .bind(t.submission.account.as_deref())
+            .bind(t.submission.page_url.as_deref())
+            .bind(t.idempotency_key.as_ref().map(|k| k.as_str()))
+            .bind(&content_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+
+            if let Some(id) = id {
+                for job in &t.jobs {
+                    sqlx::query(
+                        "INSERT INTO deliveries (ticket_id, kind, state, attempts, run_at, created_at, updated_at) \
+                         VALUES ($1, $2, 'pending', 0, $3, $3, $3)",
+                    )
+                    .bind(id)
+                    .bind(job.id())
+                    .bind(t.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                return Ok(InsertOutcome::Created(TicketSummary {
+                    reference: reference.to_string(),
+                    picked_type: t.classification.picked,
+                    filed_type: t.classification.filed_as,
+                    unsupported: t.classification.unsupported,
+                }));
+            }
+
+            if let Some(key) = &t.idempotency_key {
+                let earlier = sqlx::query(&format!(
+                    "SELECT {TICKET_COLUMNS}, content_hash FROM tickets WHERE idempotency_key = $1"
+                ))
+                .bind(key.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = earlier {
+                    let ticket = ticket_from_row(&row)?;
+                    let hash: String = row.try_get("content_hash")?;
+                    return Ok(if hash == content_hash {
+                        InsertOutcome::Repeated(ticket.summary())
+                    } else {
+                        InsertOutcome::KeyConflict(ticket.summary())
+                    });
+                }
+            }
+            reference = reference.regenerate();
+        }
+        Err(StoreError::Corrupt(
+            "no free ticket reference after several draws".to_owned(),
+        ))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_tickets(&self, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; batch.len()];
+        let mut tx = self.pool.begin().await?;
+        for i in write_order(batch) {
+            outcomes[i] = Some(Self::insert_one(&mut tx, &batch[i]).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    async fn ticket_by_reference(&self, reference: &str) -> Result<Option<Ticket>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE reference = $1"))
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(ticket_from_row).transpose()
+    }
+
+    async fn deliveries_for_ticket(&self, ticket_id: i64) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, ticket_id, kind, state, attempts, run_at, last_error FROM deliveries \
+             WHERE ticket_id = $1 ORDER BY id",
+        )
+        .bind(ticket_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.try_get("id")?,
+                    ticket_id: r.try_get("ticket_id")?,
+                    kind: JobKind::from_id(r.try_get("kind")?)?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    run_at: r.try_get("run_at")?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'running')) AS pending, \
+               (SELECT COUNT(*) FROM deliveries WHERE state = 'dead') AS dead, \
+               (SELECT MIN(created_at) FROM deliveries WHERE state IN ('pending', 'running')) AS oldest",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<DateTime<Utc>> = row.try_get("oldest")?;
+        Ok(OutboxStats {
+            pending: row.try_get("pending")?,
+            dead: row.try_get("dead")?,
+            oldest_pending_seconds: oldest.map_or(0, |o| (now - o).num_seconds().max(0)),
+        })
+    }
+
+    async fn count_tickets(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
