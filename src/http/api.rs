@@ -67,6 +67,10 @@ fn string_field(name: &str, v: Option<Value>, errors: &mut Vec<FieldError>) -> O
 }
 
 fn parse(body: &[u8]) -> Result<RawSubmission, ApiError> {
+    // serde would also read a struct from a JSON array, positionally; only an object is a submission.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::Malformed("The body must be a JSON object.".to_owned()));
+    }
     let json: JsonSubmission = serde_json::from_slice(body).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Io
@@ -167,6 +171,8 @@ mod tests {
         ));
         assert!(matches!(parse(br#"{"nmae": "a"}"#), Err(ApiError::Malformed(_))));
         assert!(matches!(parse(b"[1,2]"), Err(ApiError::Malformed(_))));
+        let positional = br#"["Ada", "ada@example.com", "billing", "Subject", "A long enough message", null, null]"#;
+        assert!(matches!(parse(positional), Err(ApiError::Malformed(_))));
         assert!(matches!(parse(b"\xff\xfe"), Err(ApiError::Malformed(_))));
     }
 }

@@ -1,0 +1,91 @@
+//! The command line, run as a user would: exit codes, messages naming the key, `--config` anywhere.
+
+use std::process::{Command, Output};
+
+fn intake(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
+    cmd.current_dir(dir).args(args).env_remove("INTAKE_CONFIG").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_value_stops_with_exit_2_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = intake(dir.path(), &["check"], &[("INTAKE_SERVER__LISTEN", "not-an-address")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("server.listen"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "one clear message: {}", stderr(&out));
+
+    let out = intake(dir.path(), &["check"], &[("INTAKE_LIMITS__PER_IP", "10/fortnight")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("limits.per_ip"), "{}", stderr(&out));
+
+    let out = intake(dir.path(), &["check"], &[("INTAKE_TICKETS__REFERENCE_PREFIX", "lower")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("tickets.reference_prefix"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_key_or_missing_file_stops_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n").unwrap();
+    let out = intake(dir.path(), &["--config", "bad.toml", "check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("listne"), "{}", stderr(&out));
+
+    let out = intake(dir.path(), &["check", "--config", "missing.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+
+    std::fs::write(dir.path().join("routes.toml"), "[github.routes.refunds]\nrepo = \"acme/support\"\n").unwrap();
+    let out = intake(dir.path(), &["check", "--config", "routes.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("github.routes.refunds"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_on_embedded_defaults_reports_each_part_and_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = intake(dir.path(), &["check"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    for part in ["configuration", "database", "email", "github"] {
+        assert!(stdout.contains(part), "{part}: {stdout}");
+    }
+    assert!(stdout.contains("embedded defaults"));
+    assert!(stdout.contains("not configured"));
+    assert!(dir.path().join("data/intake.db").exists(), "SQLite in ./data by default");
+}
+
+#[test]
+fn config_may_stand_after_the_subcommand_and_json_is_parseable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("intake-test.toml"), "[database]\nurl = \"sqlite://other/x.db\"\n").unwrap();
+    let out = intake(dir.path(), &["migrate", "--config", "intake-test.toml", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(v["ok"], true);
+    assert!(dir.path().join("other/x.db").exists());
+
+    let out = intake(dir.path(), &["--json", "check", "--config", "intake-test.toml"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn check_fails_with_a_clear_line_when_the_database_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = intake(dir.path(), &["check"], &[("INTAKE_DATABASE__URL", "postgres://postgres@127.0.0.1:1/nothing")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("database") && stdout.contains("FAILED"), "{stdout}");
+    assert!(!stdout.contains("postgres@"), "the URL may hold a password: {stdout}");
+}

@@ -1,0 +1,97 @@
+//! A `202` means durable: the real binary is killed with SIGKILL mid-load, and every ticket it
+//! acknowledged is found afterwards, with its jobs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::helpers::{valid_ticket, Backend, TestDatabase};
+use crate::on_both_backends;
+
+/// Starts `intake serve` on a free port and returns it with the port it bound.
+fn start(db_url: &str, outbox: &std::path::Path) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("serve")
+        .env_remove("INTAKE_CONFIG")
+        .env("RUST_LOG", "info")
+        .env("INTAKE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("INTAKE_DATABASE__URL", db_url)
+        .env("INTAKE_EMAIL__FILE_DIR", outbox)
+        .env("INTAKE_LOG__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start intake");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "intake listening" {
+                    let _ = tx.send(v["port"].as_u64().expect("port") as u16);
+                }
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(30)).expect("intake reports its port");
+    (child, port)
+}
+
+async fn every_acknowledged_ticket_survives_a_kill_9(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else { return };
+    let outbox = tempfile::tempdir().unwrap();
+    let (mut child, port) = start(db.url(), outbox.path());
+    let url = format!("http://127.0.0.1:{port}/api/v1/tickets");
+    let client = reqwest::Client::new();
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    // Eight clients submit as fast as they can; the process is killed while they do.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url, accepted) = (client.clone(), url.clone(), Arc::clone(&accepted));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match client.post(&url).json(&valid_ticket()).send().await {
+                    Ok(res) if res.status() == 202 => {
+                        if let Ok(v) = res.json::<serde_json::Value>().await {
+                            accepted.lock().unwrap().push(v["ticket"].as_str().unwrap().to_owned());
+                        }
+                    }
+                    Ok(res) => panic!("unexpected status {}", res.status()),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    while accepted.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 300);
+    let store = intake::store::connect(&SecretString::from(db.url().to_owned()), 2).await.unwrap();
+    for reference in &accepted {
+        let ticket = store
+            .ticket_by_reference(reference)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{reference} was acknowledged but is lost"));
+        assert_eq!(store.deliveries_for_ticket(ticket.id).await.unwrap().len(), 2, "{reference}");
+    }
+    // And a restart finds a working database.
+    let (mut child, port) = start(db.url(), outbox.path());
+    let res = client.post(format!("http://127.0.0.1:{port}/api/v1/tickets")).json(&valid_ticket()).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+on_both_backends!(every_acknowledged_ticket_survives_a_kill_9);

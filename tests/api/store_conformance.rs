@@ -1,0 +1,132 @@
+//! The storage conformance suite: the same cases on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use intake::classify::Classifier;
+use intake::domain::{IdempotencyKey, RawSubmission, Reference};
+use intake::store::{self, Channel, InsertOutcome, JobKind, NewTicket, Store};
+use secrecy::SecretString;
+
+use crate::helpers::{Backend, TestDatabase};
+use crate::on_both_backends;
+
+async fn open(backend: Backend) -> Option<(TestDatabase, Arc<dyn Store>)> {
+    let db = TestDatabase::create(backend).await?;
+    let store = store::connect(&SecretString::from(db.url().to_owned()), 4).await.unwrap();
+    store.migrate().await.unwrap();
+    Some((db, store))
+}
+
+fn ticket(subject: &str, key: Option<&str>) -> NewTicket {
+    let raw = RawSubmission {
+        name: Some("Zoë Ünicode".into()),
+        email: Some("zoe@example.com".into()),
+        request_type: Some("product".into()),
+        subject: Some(subject.into()),
+        message: Some("The export button does nothing.\nSecond line: sql injection in the search box?".into()),
+        account: Some("acct-7".into()),
+        page_url: None,
+    };
+    let submission = raw.validate().unwrap();
+    let classification = Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
+    NewTicket {
+        reference: Reference::generate("LV"),
+        created_at: Utc::now(),
+        channel: Channel::Api,
+        submission,
+        classification,
+        idempotency_key: key.map(|k| IdempotencyKey::from_api(k).unwrap()),
+        jobs: vec![JobKind::AckEmail, JobKind::GithubIssue],
+    }
+}
+
+fn reference_of(o: &InsertOutcome) -> &str {
+    match o {
+        InsertOutcome::Created(t) | InsertOutcome::Repeated(t) | InsertOutcome::KeyConflict(t) => &t.reference,
+    }
+}
+
+async fn a_ticket_reads_back_exactly_as_written(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else { return };
+    let t = ticket("Export broken", None);
+    let out = store.insert_tickets(std::slice::from_ref(&t)).await.unwrap();
+    let InsertOutcome::Created(summary) = &out[0] else { panic!("{out:?}") };
+    assert_eq!(summary.reference, t.reference.as_str());
+    let back = store.ticket_by_reference(t.reference.as_str()).await.unwrap().unwrap();
+    assert_eq!(back.name, "Zoë Ünicode");
+    assert_eq!(back.message, t.submission.message);
+    assert_eq!(back.account.as_deref(), Some("acct-7"));
+    assert_eq!(back.page_url, None);
+    assert_eq!(back.picked_type, t.classification.picked);
+    assert_eq!(back.filed_type, t.classification.filed_as);
+    assert_eq!(back.signals, t.classification.signals);
+    assert!(!back.signals.is_empty());
+    assert_eq!(back.created_at.timestamp_millis(), t.created_at.timestamp_millis());
+    let jobs = store.deliveries_for_ticket(back.id).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.state == "pending" && j.attempts == 0));
+    assert!(store.ticket_by_reference("LV-00000000").await.unwrap().is_none());
+}
+
+async fn a_batch_resolves_repeats_and_conflicts_within_itself(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else { return };
+    let batch = vec![
+        ticket("First", Some("k1")),
+        ticket("First", Some("k1")),
+        ticket("Other content", Some("k1")),
+        ticket("Second", None),
+    ];
+    let out = store.insert_tickets(&batch).await.unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(matches!(out[0], InsertOutcome::Created(_)), "{out:?}");
+    assert!(matches!(out[1], InsertOutcome::Repeated(_)), "{out:?}");
+    assert!(matches!(out[2], InsertOutcome::KeyConflict(_)), "{out:?}");
+    assert!(matches!(out[3], InsertOutcome::Created(_)), "{out:?}");
+    assert_eq!(reference_of(&out[0]), reference_of(&out[1]));
+    assert_eq!(store.count_tickets().await.unwrap(), 2);
+    // A later batch sees the earlier key too.
+    let again = store.insert_tickets(&[ticket("First", Some("k1"))]).await.unwrap();
+    assert_eq!(reference_of(&again[0]), reference_of(&out[0]));
+    assert_eq!(store.outbox_stats(Utc::now()).await.unwrap().pending, 4);
+}
+
+async fn a_reference_collision_draws_a_new_reference(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else { return };
+    let a = ticket("A", None);
+    let mut b = ticket("B", None);
+    b.reference = a.reference.clone();
+    let out = store.insert_tickets(&[a.clone(), b]).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, InsertOutcome::Created(_))));
+    assert_ne!(reference_of(&out[0]), reference_of(&out[1]));
+    assert!(reference_of(&out[1]).starts_with("LV-"));
+    assert_eq!(store.count_tickets().await.unwrap(), 2);
+}
+
+async fn outbox_stats_count_pending_and_age(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else { return };
+    assert_eq!(store.outbox_stats(Utc::now()).await.unwrap(), Default::default());
+    let mut old = ticket("Old", None);
+    old.created_at = Utc::now() - Duration::seconds(300);
+    let mut one_job = ticket("One job", None);
+    one_job.jobs = vec![JobKind::AckEmail];
+    store.insert_tickets(&[old, one_job]).await.unwrap();
+    let stats = store.outbox_stats(Utc::now()).await.unwrap();
+    assert_eq!(stats.pending, 3);
+    assert_eq!(stats.dead, 0);
+    assert!((299..=310).contains(&stats.oldest_pending_seconds), "{stats:?}");
+}
+
+async fn migrations_can_run_twice(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else { return };
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+on_both_backends!(
+    a_ticket_reads_back_exactly_as_written,
+    a_batch_resolves_repeats_and_conflicts_within_itself,
+    a_reference_collision_draws_a_new_reference,
+    outbox_stats_count_pending_and_age,
+    migrations_can_run_twice,
+);
