@@ -225,7 +225,11 @@ impl Classifier {
             .map(|t| type_scores[t as usize])
             .max()
             .unwrap_or(0);
-        let needs_triage = !security && type_scores[picked as usize] == 0 && best_other >= self.triage_min_score;
+        // An unsupported request is answered with the policy whatever was picked: no triage needed.
+        let needs_triage = !security
+            && unsupported.is_none()
+            && type_scores[picked as usize] == 0
+            && best_other >= self.triage_min_score;
 
         Classification {
             picked,
