@@ -73,29 +73,49 @@ fn evaluate(file: &str) -> (usize, Score) {
             if c.needs_triage {
                 triage.0 += 1;
             } else {
-                misses.push(format!("expected needs-triage                                  {}", case.subject));
+                misses.push(format!(
+                    "expected needs-triage                                  {}",
+                    case.subject
+                ));
             }
         } else if c.needs_triage {
             false_triage += 1;
-            misses.push(format!("unexpected needs-triage                                {}", case.subject));
+            misses.push(format!(
+                "unexpected needs-triage                                {}",
+                case.subject
+            ));
         }
     }
 
     println!("categorisation on {} messages of {file}:", set.case.len());
     for (class, (right, total)) in &per_class {
-        println!("  {class:<24} {right:>3}/{total:<3} {:>5.1}%", 100.0 * *right as f64 / *total as f64);
+        println!(
+            "  {class:<24} {right:>3}/{total:<3} {:>5.1}%",
+            100.0 * *right as f64 / *total as f64
+        );
     }
     let unsupported: (u32, u32) = per_class
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "ok" | "security"))
         .fold((0, 0), |acc, (_, v)| (acc.0 + v.0, acc.1 + v.1));
     println!("  unsupported (all kinds)  {:>5.1}%", 100.0 * ratio(unsupported));
-    println!("  needs-triage found       {}/{}; flagged without cause: {false_triage}", triage.0, triage.1);
+    println!(
+        "  needs-triage found       {}/{}; flagged without cause: {false_triage}",
+        triage.0, triage.1
+    );
     println!("  ordinary requests flagged as security or unsupported: {false_flags}");
     for m in &misses {
         println!("  miss: {m}");
     }
-    (set.case.len(), Score { per_class, false_flags, triage, false_triage })
+    (
+        set.case.len(),
+        Score {
+            per_class,
+            false_flags,
+            triage,
+            false_triage,
+        },
+    )
 }
 
 #[test]
@@ -108,14 +128,21 @@ fn the_rules_meet_their_targets_on_the_labelled_set() {
     }
     assert_eq!(score.false_flags, 0, "ordinary requests were flagged");
     assert!(ratio(score.triage) >= 0.75, "needs-triage found too rarely");
-    assert!(score.false_triage <= 2, "needs-triage flagged without cause {} times", score.false_triage);
+    assert!(
+        score.false_triage <= 2,
+        "needs-triage flagged without cause {} times",
+        score.false_triage
+    );
 }
 
 /// The held-out set was never tuned against; its bar is lower, and its figures are the honest ones.
 #[test]
 fn the_rules_generalise_to_the_held_out_set() {
     let (_, score) = evaluate("holdout.toml");
-    let all = score.per_class.values().fold((0, 0), |acc, v| (acc.0 + v.0, acc.1 + v.1));
+    let all = score
+        .per_class
+        .values()
+        .fold((0, 0), |acc, v| (acc.0 + v.0, acc.1 + v.1));
     println!("  held-out overall         {:>5.1}%", 100.0 * ratio(all));
     assert!(ratio(all) >= 0.75, "held-out accuracy below 75%");
     assert!(score.false_flags <= 1, "ordinary held-out requests were flagged");

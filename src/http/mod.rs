@@ -60,6 +60,15 @@ async fn stylesheet() -> HttpResponse {
         .body(STYLESHEET)
 }
 
+/// Liveness: the process answers HTTP. Touches nothing else, so a load balancer can tell a hung
+/// process from a database outage (which `/api/health` reports).
+async fn live() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("application/json")
+        .body(r#"{"status":"alive"}"#)
+}
+
 /// Unknown paths: problem details under `/api/`, a page elsewhere.
 async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if req.path().starts_with("/api/") {
@@ -81,6 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/submitted/{reference}", web::get().to(form::submitted))
         .route("/api/v1/tickets", web::post().to(api::submit))
         .route("/api/health", web::get().to(health::health))
+        .route("/api/live", web::get().to(live))
         .route("/static/intake.css", web::get().to(stylesheet))
         .default_service(web::to(not_found));
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
-    parse_reason, parse_signals, parse_type, signals_json, write_order, Channel, Delivery, InsertOutcome, JobKind,
-    NewTicket, OutboxStats, Store, StoreError, Ticket, TicketSummary, REFERENCE_ATTEMPTS,
+    parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel, Delivery,
+    InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
 };
 
 pub struct SqliteStore {
@@ -75,84 +76,92 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { pool })
     }
+}
 
-    async fn insert_one(tx: &mut sqlx::SqliteConnection, t: &NewTicket) -> Result<InsertOutcome, StoreError> {
+/// The columns written for a new ticket, in the order both statements bind them.
+const INSERT_COLUMNS: &str = "INSERT INTO tickets (reference, created_at, source, name, email, picked_type, type, \
+     status, unsupported_reason, needs_triage, signals, subject, message, account, page_url, idempotency_key, \
+     content_hash) ";
+
+fn push_ticket(mut b: Separated<'_, '_, Sqlite, &'static str>, t: &NewTicket, reference: &str) {
+    b.push_bind(reference.to_owned())
+        .push_bind(ms(t.created_at))
+        .push_bind(t.channel.id())
+        .push_bind(t.submission.name.clone())
+        .push_bind(t.submission.email.clone())
+        .push_bind(t.classification.picked.id())
+        .push_bind(t.classification.filed_as.id())
+        .push_bind(t.status())
+        .push_bind(t.classification.unsupported.map(|u| u.id()))
+        .push_bind(t.classification.needs_triage)
+        .push_bind(signals_json(&t.classification))
+        .push_bind(t.submission.subject.clone())
+        .push_bind(t.submission.message.clone())
+        .push_bind(t.submission.account.clone())
+        .push_bind(t.submission.page_url.clone())
+        .push_bind(t.idempotency_key.as_ref().map(|k| k.as_str().to_owned()))
+        .push_bind(t.submission.content_hash());
+}
+
+/// One write transaction.
+struct Tx<'c>(&'c mut SqliteConnection);
+
+#[async_trait]
+impl BatchWriter for Tx<'_> {
+    async fn insert_many(&mut self, batch: &[NewTicket], chunk: &[usize]) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(INSERT_COLUMNS);
+        qb.push_values(chunk, |b, &i| push_ticket(b, &batch[i], batch[i].reference.as_str()));
+        qb.push(" ON CONFLICT DO NOTHING RETURNING id, reference");
+        Ok(qb.build_query_as::<(i64, String)>().persistent(false).fetch_all(&mut *self.0).await?)
+    }
+
+    async fn insert_one(&mut self, t: &NewTicket) -> Result<Placed, StoreError> {
         let mut reference = t.reference.clone();
-        let signals = signals_json(&t.classification);
-        let content_hash = t.submission.content_hash();
-        let now = ms(t.created_at);
         for _ in 0..REFERENCE_ATTEMPTS {
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO tickets (reference, created_at, source, name, email, picked_type, type, status, \
-                 unsupported_reason, needs_triage, signals, subject, message, account, page_url, idempotency_key, \
-                 content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .bind(reference.as_str())
-            .bind(now)
-            .bind(t.channel.id())
-            .bind(&t.submission.name)
-            .bind(&t.submission.email)
-            .bind(t.classification.picked.id())
-            .bind(t.classification.filed_as.id())
-            .bind(t.status())
-            .bind(t.classification.unsupported.map(|u| u.id()))
-            .bind(t.classification.needs_triage)
-            .bind(&signals)
-            .bind(&t.submission.subject)
-            .bind(&t.submission.message)
-            .bind(t.submission.account.as_deref())
-            .bind(t.submission.page_url.as_deref())
-            .bind(t.idempotency_key.as_ref().map(|k| k.as_str()))
-            .bind(&content_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-
-            if let Some(id) = id {
-                for job in &t.jobs {
-                    sqlx::query(
-                        "INSERT INTO deliveries (ticket_id, kind, state, attempts, run_at, created_at, updated_at) \
-                         VALUES (?, ?, 'pending', 0, ?, ?, ?)",
-                    )
-                    .bind(id)
-                    .bind(job.id())
-                    .bind(now)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                return Ok(InsertOutcome::Created(TicketSummary {
-                    reference: reference.to_string(),
-                    picked_type: t.classification.picked,
-                    filed_type: t.classification.filed_as,
-                    unsupported: t.classification.unsupported,
-                }));
+            let mut qb = QueryBuilder::<Sqlite>::new(INSERT_COLUMNS);
+            qb.push_values([t], |b, t| push_ticket(b, t, reference.as_str()));
+            qb.push(" ON CONFLICT DO NOTHING RETURNING id");
+            if let Some(id) = qb.build_query_scalar::<i64>().fetch_optional(&mut *self.0).await? {
+                return Ok(Placed::New { id, reference: reference.to_string() });
             }
-
             if let Some(key) = &t.idempotency_key {
                 let earlier = sqlx::query(&format!(
                     "SELECT {TICKET_COLUMNS}, content_hash FROM tickets WHERE idempotency_key = ?"
                 ))
                 .bind(key.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *self.0)
                 .await?;
                 if let Some(row) = earlier {
-                    let ticket = ticket_from_row(&row)?;
+                    let summary = ticket_from_row(&row)?.summary();
                     let hash: String = row.try_get("content_hash")?;
-                    return Ok(if hash == content_hash {
-                        InsertOutcome::Repeated(ticket.summary())
+                    return Ok(Placed::Existing(if hash == t.submission.content_hash() {
+                        InsertOutcome::Repeated(summary)
                     } else {
-                        InsertOutcome::KeyConflict(ticket.summary())
-                    });
+                        InsertOutcome::KeyConflict(summary)
+                    }));
                 }
             }
             // The only other unique column is the reference: draw another.
             reference = reference.regenerate();
         }
-        Err(StoreError::Corrupt(
-            "no free ticket reference after several draws".to_owned(),
-        ))
+        Err(StoreError::Corrupt("no free ticket reference after several draws".to_owned()))
+    }
+
+    async fn insert_jobs(&mut self, jobs: &[(i64, JobKind, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (ticket_id, kind, state, attempts, run_at, created_at, updated_at) ",
+        );
+        qb.push_values(jobs, |mut b, (id, kind, at)| {
+            b.push_bind(*id)
+                .push_bind(kind.id())
+                .push_bind("pending")
+                .push_bind(0_i64)
+                .push_bind(ms(*at))
+                .push_bind(ms(*at))
+                .push_bind(ms(*at));
+        });
+        qb.build().persistent(false).execute(&mut *self.0).await?;
+        Ok(())
     }
 }
 
@@ -173,13 +182,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_tickets(&self, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError> {
-        let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; batch.len()];
         let mut tx = self.pool.begin().await?;
-        for i in write_order(batch) {
-            outcomes[i] = Some(Self::insert_one(&mut tx, &batch[i]).await?);
-        }
+        let outcomes = write_batch(&mut Tx(&mut tx), batch).await?;
         tx.commit().await?;
-        Ok(outcomes.into_iter().flatten().collect())
+        Ok(outcomes)
     }
 
     async fn ticket_by_reference(&self, reference: &str) -> Result<Option<Ticket>, StoreError> {

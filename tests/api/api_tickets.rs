@@ -35,8 +35,17 @@ async fn a_vulnerability_report_is_moved_to_security_and_says_what_was_picked(ba
     assert_eq!(body["type"], "security");
     assert_eq!(body["picked_type"], "product");
     assert_eq!(body["status"], "received");
-    let ticket = app.store.ticket_by_reference(body["ticket"].as_str().unwrap()).await.unwrap().unwrap();
-    assert!(ticket.signals.iter().any(|s| s.points_to == "security"), "{:?}", ticket.signals);
+    let ticket = app
+        .store
+        .ticket_by_reference(body["ticket"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        ticket.signals.iter().any(|s| s.points_to == "security"),
+        "{:?}",
+        ticket.signals
+    );
 }
 
 async fn an_unsupported_request_is_recorded_and_answered_with_its_reason(backend: Backend) {
@@ -44,14 +53,20 @@ async fn an_unsupported_request_is_recorded_and_answered_with_its_reason(backend
     let mut t = valid_ticket();
     t["type"] = json!("product");
     t["subject"] = json!("Please debug our integration");
-    t["message"] = json!("Our Python script that calls your API keeps failing. Can you debug our code? It is attached below.");
+    t["message"] =
+        json!("Our Python script that calls your API keeps failing. Can you debug our code? It is attached below.");
     let res = app.post_ticket(&t).await;
     assert_eq!(res.status(), 202);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "unsupported");
     assert_eq!(body["reason"], "custom_debugging");
     assert_eq!(body["type"], "product");
-    let ticket = app.store.ticket_by_reference(body["ticket"].as_str().unwrap()).await.unwrap().unwrap();
+    let ticket = app
+        .store
+        .ticket_by_reference(body["ticket"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let jobs = app.store.deliveries_for_ticket(ticket.id).await.unwrap();
     // Acknowledged with the policy, not filed (github.file_unsupported is false by default).
     assert_eq!(jobs.iter().map(|j| j.kind.id()).collect::<Vec<_>>(), ["ack_email"]);
@@ -81,7 +96,12 @@ async fn invalid_fields_are_listed_one_by_one() {
         .post_ticket(&json!({"name": "", "email": "not-an-address", "type": "custom_debugging", "subject": "x".repeat(151), "message": "short", "page_url": "javascript:alert(1)"}))
         .await;
     let body = assert_problem(res, 422).await;
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["name", "email", "type", "subject", "message", "page_url"]);
     assert_eq!(app.ticket_count().await, 0);
 }
@@ -93,7 +113,12 @@ async fn wrong_json_types_are_field_errors() {
     t["message"] = json!(12345678901234567890u64);
     t["account"] = json!({"nested": true});
     let body = assert_problem(app.post_ticket(&t).await, 422).await;
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["message", "account"]);
     assert_eq!(app.ticket_count().await, 0);
 }
@@ -118,7 +143,12 @@ async fn malformed_bodies_get_400_and_store_nothing() {
     for body in cases {
         let res = app.post_raw("/api/v1/tickets", "application/json", body.clone()).await;
         let status = res.status().as_u16();
-        assert_eq!(status, 400, "{:?}", String::from_utf8_lossy(&body[..body.len().min(60)]));
+        assert_eq!(
+            status,
+            400,
+            "{:?}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
         assert_problem(res, 400).await;
     }
     assert_eq!(app.ticket_count().await, 0);
@@ -154,10 +184,18 @@ async fn a_wrong_content_type_gets_415() {
     for ct in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
         assert_problem(app.post_raw("/api/v1/tickets", ct, body.clone()).await, 415).await;
     }
-    let res = app.client.post(format!("{}/api/v1/tickets", app.address)).body(body.clone()).send().await.unwrap();
+    let res = app
+        .client
+        .post(format!("{}/api/v1/tickets", app.address))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 415).await;
     // Parameters and the +json suffix are fine.
-    let res = app.post_raw("/api/v1/tickets", "application/json; charset=utf-8", body).await;
+    let res = app
+        .post_raw("/api/v1/tickets", "application/json; charset=utf-8", body)
+        .await;
     assert_eq!(res.status(), 202);
 }
 
@@ -169,7 +207,12 @@ async fn text_is_normalised_and_stored_without_control_characters() {
     t["subject"] = json!("Invoice\r\nBcc: victim@example.com");
     t["message"] = json!("Line one\r\nLine two\u{7} and more words here");
     let body: Value = app.post_ticket(&t).await.json().await.unwrap();
-    let ticket = app.store.ticket_by_reference(body["ticket"].as_str().unwrap()).await.unwrap().unwrap();
+    let ticket = app
+        .store
+        .ticket_by_reference(body["ticket"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ticket.name, "Ada Lov\u{e9}lace");
     assert_eq!(ticket.subject, "Invoice Bcc: victim@example.com");
     assert_eq!(ticket.message, "Line one\nLine two and more words here");

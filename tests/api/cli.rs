@@ -4,7 +4,10 @@ use std::process::{Command, Output};
 
 fn intake(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
-    cmd.current_dir(dir).args(args).env_remove("INTAKE_CONFIG").env("RUST_LOG", "warn");
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("INTAKE_CONFIG")
+        .env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -35,7 +38,11 @@ fn a_bad_value_stops_with_exit_2_and_names_the_key() {
 #[test]
 fn an_unknown_key_or_missing_file_stops_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "[server]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n",
+    )
+    .unwrap();
     let out = intake(dir.path(), &["--config", "bad.toml", "check"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("listne"), "{}", stderr(&out));
@@ -44,7 +51,11 @@ fn an_unknown_key_or_missing_file_stops_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
 
-    std::fs::write(dir.path().join("routes.toml"), "[github.routes.refunds]\nrepo = \"acme/support\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[github.routes.refunds]\nrepo = \"acme/support\"\n",
+    )
+    .unwrap();
     let out = intake(dir.path(), &["check", "--config", "routes.toml"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("github.routes.refunds"), "{}", stderr(&out));
@@ -61,13 +72,20 @@ fn check_on_embedded_defaults_reports_each_part_and_passes() {
     }
     assert!(stdout.contains("embedded defaults"));
     assert!(stdout.contains("not configured"));
-    assert!(dir.path().join("data/intake.db").exists(), "SQLite in ./data by default");
+    assert!(
+        dir.path().join("data/intake.db").exists(),
+        "SQLite in ./data by default"
+    );
 }
 
 #[test]
 fn config_may_stand_after_the_subcommand_and_json_is_parseable() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("intake-test.toml"), "[database]\nurl = \"sqlite://other/x.db\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("intake-test.toml"),
+        "[database]\nurl = \"sqlite://other/x.db\"\n",
+    )
+    .unwrap();
     let out = intake(dir.path(), &["migrate", "--config", "intake-test.toml", "--json"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
@@ -83,7 +101,11 @@ fn config_may_stand_after_the_subcommand_and_json_is_parseable() {
 #[test]
 fn check_fails_with_a_clear_line_when_the_database_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
-    let out = intake(dir.path(), &["check"], &[("INTAKE_DATABASE__URL", "postgres://postgres@127.0.0.1:1/nothing")]);
+    let out = intake(
+        dir.path(),
+        &["check"],
+        &[("INTAKE_DATABASE__URL", "postgres://postgres@127.0.0.1:1/nothing")],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("database") && stdout.contains("FAILED"), "{stdout}");

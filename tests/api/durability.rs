@@ -36,12 +36,16 @@ fn start(db_url: &str, outbox: &std::path::Path) -> (Child, u16) {
             }
         }
     });
-    let port = rx.recv_timeout(Duration::from_secs(30)).expect("intake reports its port");
+    let port = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("intake reports its port");
     (child, port)
 }
 
 async fn every_acknowledged_ticket_survives_a_kill_9(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else { return };
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
     let outbox = tempfile::tempdir().unwrap();
     let (mut child, port) = start(db.url(), outbox.path());
     let url = format!("http://127.0.0.1:{port}/api/v1/tickets");
@@ -77,18 +81,29 @@ async fn every_acknowledged_ticket_survives_a_kill_9(backend: Backend) {
 
     let accepted = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= 300);
-    let store = intake::store::connect(&SecretString::from(db.url().to_owned()), 2).await.unwrap();
+    let store = intake::store::connect(&SecretString::from(db.url().to_owned()), 2)
+        .await
+        .unwrap();
     for reference in &accepted {
         let ticket = store
             .ticket_by_reference(reference)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{reference} was acknowledged but is lost"));
-        assert_eq!(store.deliveries_for_ticket(ticket.id).await.unwrap().len(), 2, "{reference}");
+        assert_eq!(
+            store.deliveries_for_ticket(ticket.id).await.unwrap().len(),
+            2,
+            "{reference}"
+        );
     }
     // And a restart finds a working database.
     let (mut child, port) = start(db.url(), outbox.path());
-    let res = client.post(format!("http://127.0.0.1:{port}/api/v1/tickets")).json(&valid_ticket()).send().await.unwrap();
+    let res = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/tickets"))
+        .json(&valid_ticket())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 202);
     child.kill().unwrap();
     child.wait().unwrap();

@@ -10,7 +10,10 @@ fn valid_fields(token: &str) -> Vec<(&'static str, String)> {
         ("name", "Grace Hopper".to_owned()),
         ("email", "grace@example.com".to_owned()),
         ("subject", "Cannot sign in".to_owned()),
-        ("message", "Since this morning I cannot sign in; the page says my password is wrong.".to_owned()),
+        (
+            "message",
+            "Since this morning I cannot sign in; the page says my password is wrong.".to_owned(),
+        ),
         ("account", String::new()),
         ("page_url", String::new()),
     ]
@@ -58,7 +61,9 @@ async fn a_valid_form_redirects_to_the_confirmation_with_the_reference() {
     let res = app.post_form(&as_refs(&fields)).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_owned();
-    let reference = location.strip_prefix("/submitted/").expect("redirect to the confirmation");
+    let reference = location
+        .strip_prefix("/submitted/")
+        .expect("redirect to the confirmation");
     let page = app.get(&location).await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
@@ -92,7 +97,10 @@ async fn invalid_input_rerenders_the_form_with_the_text_kept_and_errors_beside_f
     let res = app.post_form(&as_refs(&fields)).await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
-    assert!(html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; Co") || html.contains("&lt;script&gt;"));
+    assert!(
+        html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; Co")
+            || html.contains("&lt;script&gt;")
+    );
     assert!(!html.contains("<script>"));
     assert!(html.contains(r#"value="not an address""#));
     assert!(html.contains(">short</textarea>"));
@@ -156,6 +164,11 @@ async fn an_unsupported_request_sees_the_policy_on_its_confirmation() {
     fields[6].1 = "I deleted a project two years ago and emptied the trash. Can you restore it?".to_owned();
     let res = app.post_form(&as_refs(&fields)).await;
     assert_eq!(res.status(), 303);
-    let html = app.get(res.headers()["location"].to_str().unwrap()).await.text().await.unwrap();
+    let html = app
+        .get(res.headers()["location"].to_str().unwrap())
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("retention policy"), "{html}");
 }

@@ -16,7 +16,10 @@ async fn health_reports_each_check_and_counts_the_outbox(backend: Backend) {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["checks"]["database"]["status"], "ok");
     assert_eq!(body["checks"]["github"]["status"], "not_configured");
-    assert!(body["checks"]["github"]["detail"].as_str().unwrap().contains("github.token"));
+    assert!(body["checks"]["github"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("github.token"));
     assert_eq!(body["checks"]["email"]["status"], "ok");
     assert_eq!(body["checks"]["outbox"]["pending"], 0);
     for check in ["database", "outbox", "email", "github"] {
@@ -39,7 +42,11 @@ async fn health_is_ok_when_github_is_configured() {
         s.github.token = Some(SecretString::from("ghp_test"));
         s.github.routes.insert(
             "billing".into(),
-            intake::config::GithubRoute { repo: "acme/support".into(), labels: None, assignees: vec![] },
+            intake::config::GithubRoute {
+                repo: "acme/support".into(),
+                labels: None,
+                assignees: vec![],
+            },
         );
     })
     .await
@@ -51,7 +58,9 @@ async fn health_is_ok_when_github_is_configured() {
 
 #[tokio::test]
 async fn when_the_database_is_gone_health_is_down_and_submissions_get_503() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     assert_eq!(app.post_ticket(&valid_ticket()).await.status(), 202);
     app.db.drop_now().await;
 
@@ -67,7 +76,10 @@ async fn when_the_database_is_gone_health_is_down_and_submissions_get_503() {
     assert!(res.headers().contains_key("retry-after"));
     let body = res.text().await.unwrap();
     // Nothing internal in a 5xx body.
-    assert!(!body.contains("sqlx") && !body.contains("database \"") && !body.contains("intake_test_"), "{body}");
+    assert!(
+        !body.contains("sqlx") && !body.contains("database \"") && !body.contains("intake_test_"),
+        "{body}"
+    );
 
     // The form keeps the customer's text when it cannot store it.
     let (_, token) = app.get_form().await;

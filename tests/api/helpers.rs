@@ -21,7 +21,10 @@ pub fn postgres_admin_url() -> Option<String> {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
             // CI sets the variable: there a missing server is a failure, not a skip.
-            assert!(std::env::var_os("CI").is_none(), "INTAKE_TEST_POSTGRES_URL must be set in CI");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "INTAKE_TEST_POSTGRES_URL must be set in CI"
+            );
             eprintln!("INTAKE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run of this test");
             None
         }
@@ -30,8 +33,15 @@ pub fn postgres_admin_url() -> Option<String> {
 
 /// A database created for one test and dropped after it.
 pub enum TestDatabase {
-    Sqlite { _dir: tempfile::TempDir, url: String },
-    Postgres { admin_url: String, name: String, url: String },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
 }
 
 impl TestDatabase {
@@ -54,7 +64,11 @@ impl TestDatabase {
                     .expect("create the test database");
                 let mut url = url::Url::parse(&admin_url).expect("INTAKE_TEST_POSTGRES_URL is a URL");
                 url.set_path(&name);
-                Some(TestDatabase::Postgres { admin_url, name, url: url.to_string() })
+                Some(TestDatabase::Postgres {
+                    admin_url,
+                    name,
+                    url: url.to_string(),
+                })
             }
         }
     }
@@ -134,7 +148,10 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settings)) -> Option<TestApp> {
-    intake::telemetry::init(&intake::config::LogSettings { level: "warn".into(), ..Default::default() });
+    intake::telemetry::init(&intake::config::LogSettings {
+        level: "warn".into(),
+        ..Default::default()
+    });
     let db = TestDatabase::create(backend).await?;
     let outbox_dir = tempfile::tempdir().expect("temporary directory");
     let mut settings = test_settings(db.url(), outbox_dir.path());
@@ -147,7 +164,13 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    Some(TestApp { address, client, store, db, _outbox_dir: outbox_dir })
+    Some(TestApp {
+        address,
+        client,
+        store,
+        db,
+        _outbox_dir: outbox_dir,
+    })
 }
 
 /// A valid JSON submission; tests change what they need.
@@ -192,7 +215,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.address)).send().await.expect("request sent")
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// The form page and the token in it.

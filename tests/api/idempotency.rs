@@ -31,7 +31,12 @@ async fn concurrent_submissions_with_one_key_store_one_ticket(backend: Backend) 
     }
     assert_eq!(references.len(), 1);
     assert_eq!(app.ticket_count().await, 1);
-    let ticket = app.store.ticket_by_reference(references.iter().next().unwrap()).await.unwrap().unwrap();
+    let ticket = app
+        .store
+        .ticket_by_reference(references.iter().next().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(app.store.deliveries_for_ticket(ticket.id).await.unwrap().len(), 2);
 }
 

@@ -13,7 +13,9 @@ use crate::on_both_backends;
 
 async fn open(backend: Backend) -> Option<(TestDatabase, Arc<dyn Store>)> {
     let db = TestDatabase::create(backend).await?;
-    let store = store::connect(&SecretString::from(db.url().to_owned()), 4).await.unwrap();
+    let store = store::connect(&SecretString::from(db.url().to_owned()), 4)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     Some((db, store))
 }
@@ -29,7 +31,8 @@ fn ticket(subject: &str, key: Option<&str>) -> NewTicket {
         page_url: None,
     };
     let submission = raw.validate().unwrap();
-    let classification = Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
+    let classification =
+        Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
     NewTicket {
         reference: Reference::generate("LV"),
         created_at: Utc::now(),
@@ -48,10 +51,14 @@ fn reference_of(o: &InsertOutcome) -> &str {
 }
 
 async fn a_ticket_reads_back_exactly_as_written(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     let t = ticket("Export broken", None);
     let out = store.insert_tickets(std::slice::from_ref(&t)).await.unwrap();
-    let InsertOutcome::Created(summary) = &out[0] else { panic!("{out:?}") };
+    let InsertOutcome::Created(summary) = &out[0] else {
+        panic!("{out:?}")
+    };
     assert_eq!(summary.reference, t.reference.as_str());
     let back = store.ticket_by_reference(t.reference.as_str()).await.unwrap().unwrap();
     assert_eq!(back.name, "Zoë Ünicode");
@@ -70,7 +77,9 @@ async fn a_ticket_reads_back_exactly_as_written(backend: Backend) {
 }
 
 async fn a_batch_resolves_repeats_and_conflicts_within_itself(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     let batch = vec![
         ticket("First", Some("k1")),
         ticket("First", Some("k1")),
@@ -92,7 +101,9 @@ async fn a_batch_resolves_repeats_and_conflicts_within_itself(backend: Backend) 
 }
 
 async fn a_reference_collision_draws_a_new_reference(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     let a = ticket("A", None);
     let mut b = ticket("B", None);
     b.reference = a.reference.clone();
@@ -104,7 +115,9 @@ async fn a_reference_collision_draws_a_new_reference(backend: Backend) {
 }
 
 async fn outbox_stats_count_pending_and_age(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     assert_eq!(store.outbox_stats(Utc::now()).await.unwrap(), Default::default());
     let mut old = ticket("Old", None);
     old.created_at = Utc::now() - Duration::seconds(300);
@@ -118,7 +131,9 @@ async fn outbox_stats_count_pending_and_age(backend: Backend) {
 }
 
 async fn migrations_can_run_twice(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
 }
