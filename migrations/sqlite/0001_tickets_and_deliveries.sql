@@ -22,8 +22,7 @@ CREATE TABLE tickets (
     content_hash       TEXT    NOT NULL
 );
 
-CREATE INDEX tickets_created_at ON tickets (created_at);
-CREATE INDEX tickets_email ON tickets (email);
+-- Newest first is id order; no further index on tickets, so that inserting stays cheap.
 
 CREATE TABLE deliveries (
     id          INTEGER PRIMARY KEY,

@@ -256,6 +256,18 @@ const TICKETS_PER_STATEMENT: usize = 500;
 /// Jobs per multi-row INSERT (5 parameters each).
 const JOBS_PER_STATEMENT: usize = 2_000;
 
+/// Multi-row statements of up to this many rows stay prepared in the connection's statement cache
+/// (one per row count, at most this many per table); larger ones, rare and costly to keep, are
+/// prepared for each use. Preparing a statement of dozens of rows costs about as much as running it.
+const CACHED_STATEMENT_ROWS: usize = 64;
+
+/// Statement cache size per connection: the multi-row statements of both tables and the rest.
+pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 2 * CACHED_STATEMENT_ROWS + 64;
+
+fn cache_statement(rows: usize) -> bool {
+    rows <= CACHED_STATEMENT_ROWS
+}
+
 /// Where one ticket of a batch ended up.
 enum Placed {
     /// Inserted now with this id and reference (the reference may have been drawn again).
@@ -280,7 +292,10 @@ impl NewTicket {
 /// tickets drawing the same reference only the one actually inserted gets the row.
 fn claim_inserted(batch: &[NewTicket], chunk: &[usize], inserted: Vec<(i64, String)>) -> Vec<(usize, Option<i64>)> {
     let mut ids: std::collections::HashMap<String, i64> = inserted.into_iter().map(|(id, r)| (r, id)).collect();
-    chunk.iter().map(|&i| (i, ids.remove(batch[i].reference.as_str()))).collect()
+    chunk
+        .iter()
+        .map(|&i| (i, ids.remove(batch[i].reference.as_str())))
+        .collect()
 }
 
 /// The batch algorithm both backends share: a multi-row INSERT per chunk for the common case, one

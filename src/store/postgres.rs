@@ -1,16 +1,18 @@
 //! PostgreSQL, for deployments with several instances on one database.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
 use super::{
-    parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel, Delivery,
-    InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
+    cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
+    Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
+    STATEMENT_CACHE_CAPACITY,
 };
 
 pub struct PostgresStore {
@@ -42,10 +44,11 @@ fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
 
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(PostgresStore { pool })
     }
@@ -93,7 +96,11 @@ impl BatchWriter for Tx<'_> {
         let mut qb = QueryBuilder::<Postgres>::new(INSERT_COLUMNS);
         qb.push_values(chunk, |b, &i| push_ticket(b, &batch[i], batch[i].reference.as_str()));
         qb.push(" ON CONFLICT DO NOTHING RETURNING id, reference");
-        Ok(qb.build_query_as::<(i64, String)>().persistent(false).fetch_all(&mut *self.0).await?)
+        Ok(qb
+            .build_query_as::<(i64, String)>()
+            .persistent(cache_statement(chunk.len()))
+            .fetch_all(&mut *self.0)
+            .await?)
     }
 
     async fn insert_one(&mut self, t: &NewTicket) -> Result<Placed, StoreError> {
@@ -103,7 +110,10 @@ impl BatchWriter for Tx<'_> {
             qb.push_values([t], |b, t| push_ticket(b, t, reference.as_str()));
             qb.push(" ON CONFLICT DO NOTHING RETURNING id");
             if let Some(id) = qb.build_query_scalar::<i64>().fetch_optional(&mut *self.0).await? {
-                return Ok(Placed::New { id, reference: reference.to_string() });
+                return Ok(Placed::New {
+                    id,
+                    reference: reference.to_string(),
+                });
             }
             if let Some(key) = &t.idempotency_key {
                 let earlier = sqlx::query(&format!(
@@ -124,7 +134,9 @@ impl BatchWriter for Tx<'_> {
             }
             reference = reference.regenerate();
         }
-        Err(StoreError::Corrupt("no free ticket reference after several draws".to_owned()))
+        Err(StoreError::Corrupt(
+            "no free ticket reference after several draws".to_owned(),
+        ))
     }
 
     async fn insert_jobs(&mut self, jobs: &[(i64, JobKind, DateTime<Utc>)]) -> Result<(), StoreError> {
@@ -140,7 +152,10 @@ impl BatchWriter for Tx<'_> {
                 .push_bind(*at)
                 .push_bind(*at);
         });
-        qb.build().persistent(false).execute(&mut *self.0).await?;
+        qb.build()
+            .persistent(cache_statement(jobs.len()))
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 }

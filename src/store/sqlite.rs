@@ -11,12 +11,18 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
-    parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel, Delivery,
-    InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
+    cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
+    Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
+    STATEMENT_CACHE_CAPACITY,
 };
 
+/// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
+/// connection (no lock contention, a large page cache for the random-keyed unique indexes, prepared
+/// batch statements kept once), while reads use a few small connections beside it (WAL lets them run
+/// during a write).
 pub struct SqliteStore {
-    pool: SqlitePool,
+    writer: SqlitePool,
+    reader: SqlitePool,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -61,20 +67,30 @@ impl SqliteStore {
             // not only a process crash. Group commit pays for it (one sync per batch).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-4096");
+            .busy_timeout(Duration::from_secs(10));
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", "-8192")
+                    .statement_cache_capacity(STATEMENT_CACHE_CAPACITY),
+            )
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_connections.saturating_sub(1).max(1))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.pragma("cache_size", "-1024").statement_cache_capacity(64))
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { writer, reader })
     }
 }
 
@@ -111,8 +127,33 @@ impl BatchWriter for Tx<'_> {
     async fn insert_many(&mut self, batch: &[NewTicket], chunk: &[usize]) -> Result<Vec<(i64, String)>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new(INSERT_COLUMNS);
         qb.push_values(chunk, |b, &i| push_ticket(b, &batch[i], batch[i].reference.as_str()));
-        qb.push(" ON CONFLICT DO NOTHING RETURNING id, reference");
-        Ok(qb.build_query_as::<(i64, String)>().persistent(false).fetch_all(&mut *self.0).await?)
+        qb.push(" ON CONFLICT DO NOTHING");
+        let done = qb
+            .build()
+            .persistent(cache_statement(chunk.len()))
+            .execute(&mut *self.0)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(Vec::new());
+        }
+        // This transaction holds SQLite's one write lock, so the rows this statement inserted are
+        // exactly those with ids from last_insert_rowid() - changes() + 1 up. Reading them back as one
+        // JSON row spares sqlx a cross-thread hand-off per row, which RETURNING would cost.
+        let first = done.last_insert_rowid() - done.rows_affected() as i64 + 1;
+        if done.rows_affected() == chunk.len() as u64 {
+            // Every row went in: SQLite numbers the rows of one INSERT in the order of its VALUES.
+            return Ok(chunk
+                .iter()
+                .zip(first..)
+                .map(|(&i, id)| (id, batch[i].reference.to_string()))
+                .collect());
+        }
+        let json: String =
+            sqlx::query_scalar("SELECT json_group_array(json_array(id, reference)) FROM tickets WHERE id >= ?")
+                .bind(first)
+                .fetch_one(&mut *self.0)
+                .await?;
+        serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("inserted rows: {e}")))
     }
 
     async fn insert_one(&mut self, t: &NewTicket) -> Result<Placed, StoreError> {
@@ -122,7 +163,10 @@ impl BatchWriter for Tx<'_> {
             qb.push_values([t], |b, t| push_ticket(b, t, reference.as_str()));
             qb.push(" ON CONFLICT DO NOTHING RETURNING id");
             if let Some(id) = qb.build_query_scalar::<i64>().fetch_optional(&mut *self.0).await? {
-                return Ok(Placed::New { id, reference: reference.to_string() });
+                return Ok(Placed::New {
+                    id,
+                    reference: reference.to_string(),
+                });
             }
             if let Some(key) = &t.idempotency_key {
                 let earlier = sqlx::query(&format!(
@@ -144,7 +188,9 @@ impl BatchWriter for Tx<'_> {
             // The only other unique column is the reference: draw another.
             reference = reference.regenerate();
         }
-        Err(StoreError::Corrupt("no free ticket reference after several draws".to_owned()))
+        Err(StoreError::Corrupt(
+            "no free ticket reference after several draws".to_owned(),
+        ))
     }
 
     async fn insert_jobs(&mut self, jobs: &[(i64, JobKind, DateTime<Utc>)]) -> Result<(), StoreError> {
@@ -160,7 +206,10 @@ impl BatchWriter for Tx<'_> {
                 .push_bind(ms(*at))
                 .push_bind(ms(*at));
         });
-        qb.build().persistent(false).execute(&mut *self.0).await?;
+        qb.build()
+            .persistent(cache_statement(jobs.len()))
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 }
@@ -172,17 +221,17 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     async fn insert_tickets(&self, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let outcomes = write_batch(&mut Tx(&mut tx), batch).await?;
         tx.commit().await?;
         Ok(outcomes)
@@ -191,7 +240,7 @@ impl Store for SqliteStore {
     async fn ticket_by_reference(&self, reference: &str) -> Result<Option<Ticket>, StoreError> {
         let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE reference = ?"))
             .bind(reference)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(ticket_from_row).transpose()
     }
@@ -202,7 +251,7 @@ impl Store for SqliteStore {
              WHERE ticket_id = ? ORDER BY id",
         )
         .bind(ticket_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
@@ -226,7 +275,7 @@ impl Store for SqliteStore {
                (SELECT COUNT(*) FROM deliveries WHERE state = 'dead') AS dead, \
                (SELECT MIN(created_at) FROM deliveries WHERE state IN ('pending', 'running')) AS oldest",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await?;
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok(OutboxStats {
@@ -238,7 +287,7 @@ impl Store for SqliteStore {
 
     async fn count_tickets(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await?)
     }
 }

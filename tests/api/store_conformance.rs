@@ -130,6 +130,55 @@ async fn outbox_stats_count_pending_and_age(backend: Backend) {
     assert!((299..=310).contains(&stats.oldest_pending_seconds), "{stats:?}");
 }
 
+async fn each_ticket_of_a_batch_gets_its_own_jobs(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    // A repeat in the middle forces the slow path beside the multi-row one.
+    store
+        .insert_tickets(&[ticket("Seen before", Some("seen"))])
+        .await
+        .unwrap();
+    // Once with every row inserted by one statement, once with a repeat among them.
+    for with_repeat in [false, true] {
+        let mut batch = Vec::new();
+        for i in 0..70 {
+            let mut t = ticket(&format!("Ticket {i}"), Some(&format!("key-{with_repeat}-{i:02}")));
+            t.jobs = if i % 3 == 0 {
+                vec![JobKind::AckEmail]
+            } else {
+                vec![JobKind::AckEmail, JobKind::GithubIssue]
+            };
+            batch.push(t);
+        }
+        if with_repeat {
+            batch.insert(35, ticket("Seen before", Some("seen")));
+        }
+        let out = store.insert_tickets(&batch).await.unwrap();
+        assert_eq!(
+            matches!(out[35], InsertOutcome::Repeated(_)),
+            with_repeat,
+            "{:?}",
+            out[35]
+        );
+        for (t, o) in batch.iter().zip(&out) {
+            if matches!(o, InsertOutcome::Repeated(_)) {
+                continue;
+            }
+            let stored = store.ticket_by_reference(reference_of(o)).await.unwrap().unwrap();
+            assert_eq!(stored.subject, t.submission.subject, "outcome matched to its ticket");
+            let kinds: Vec<JobKind> = store
+                .deliveries_for_ticket(stored.id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.kind)
+                .collect();
+            assert_eq!(kinds, t.jobs, "{}", t.submission.subject);
+        }
+    }
+}
+
 async fn migrations_can_run_twice(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
@@ -143,5 +192,6 @@ on_both_backends!(
     a_batch_resolves_repeats_and_conflicts_within_itself,
     a_reference_collision_draws_a_new_reference,
     outbox_stats_count_pending_and_age,
+    each_ticket_of_a_batch_gets_its_own_jobs,
     migrations_can_run_twice,
 );
