@@ -80,7 +80,7 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
-                    .pragma("cache_size", "-8192")
+                    .pragma("cache_size", "-4096")
                     .statement_cache_capacity(STATEMENT_CACHE_CAPACITY),
             )
             .await?;
