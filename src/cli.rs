@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use crate::classify::Classifier;
 use crate::config::{EmailTransport, Settings, Source};
 use crate::startup;
 
@@ -91,6 +92,26 @@ async fn check(json: bool, settings: &Settings, source: &Source) -> ExitCode {
         detail: match source {
             Source::File(p) => format!("read from {}", p.display()),
             Source::Defaults => "embedded defaults (no file)".to_owned(),
+        },
+    });
+    lines.push(match Classifier::load(settings.classify.rules_file.as_deref()) {
+        Ok(c) => CheckLine {
+            name: "rules",
+            ok: true,
+            detail: format!(
+                "{} categorisation rules from {}",
+                c.rule_count(),
+                settings
+                    .classify
+                    .rules_file
+                    .as_ref()
+                    .map_or("the shipped file".to_owned(), |p| p.display().to_string())
+            ),
+        },
+        Err(e) => CheckLine {
+            name: "rules",
+            ok: false,
+            detail: e.to_string(),
         },
     });
     lines.push(match startup::open_store(settings).await {

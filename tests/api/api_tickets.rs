@@ -224,3 +224,35 @@ async fn unknown_api_paths_get_problem_details() {
     let res = app.get("/api/v1/nothing-here").await;
     assert_problem(res, 404).await;
 }
+
+#[tokio::test]
+async fn a_rules_file_from_configuration_replaces_the_shipped_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[decision]\ntriage_min_score = 2\n\n[[rule]]\nid = \"team-word\"\npoints_to = \"security\"\npatterns = ['\\bbanana\\b']\n",
+    )
+    .unwrap();
+    let path = rules.clone();
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, move |s| s.classify.rules_file = Some(path))
+        .await
+        .unwrap();
+    let mut t = valid_ticket();
+    t["message"] = json!("The banana protocol leaks everything, please look at it.");
+    let body: Value = app.post_ticket(&t).await.json().await.unwrap();
+    assert_eq!(body["type"], "security");
+    let ticket = app
+        .store
+        .ticket_by_reference(body["ticket"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ticket.signals.len(), 1);
+    assert_eq!(ticket.signals[0].rule, "team-word");
+    // The shipped rules are gone: an XSS report stays what was picked.
+    let mut t = valid_ticket();
+    t["message"] = json!("There is an XSS in the title field of every project.");
+    let body: Value = app.post_ticket(&t).await.json().await.unwrap();
+    assert_eq!(body["type"], "billing");
+}

@@ -67,7 +67,7 @@ fn check_on_embedded_defaults_reports_each_part_and_passes() {
     let out = intake(dir.path(), &["check"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", stderr(&out));
-    for part in ["configuration", "database", "email", "github"] {
+    for part in ["configuration", "rules", "database", "email", "github"] {
         assert!(stdout.contains(part), "{part}: {stdout}");
     }
     assert!(stdout.contains("embedded defaults"));
@@ -95,7 +95,7 @@ fn config_may_stand_after_the_subcommand_and_json_is_parseable() {
     let out = intake(dir.path(), &["--json", "check", "--config", "intake-test.toml"], &[]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(v["ok"], true);
-    assert_eq!(v["checks"].as_array().unwrap().len(), 4);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 5);
 }
 
 #[test]
@@ -110,4 +110,18 @@ fn check_fails_with_a_clear_line_when_the_database_is_unreachable() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("database") && stdout.contains("FAILED"), "{stdout}");
     assert!(!stdout.contains("postgres@"), "the URL may hold a password: {stdout}");
+}
+
+#[test]
+fn a_broken_rules_file_is_reported_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "[decision]\ntriage_min_score = 2\n[[rule]]\nid = \"bad\"\npoints_to = \"billing\"\npatterns = [\"(\"]\n",
+    )
+    .unwrap();
+    let out = intake(dir.path(), &["check"], &[("INTAKE_CLASSIFY__RULES_FILE", "rules.toml")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rules") && stdout.contains("`bad`"), "{stdout}");
 }
