@@ -17,6 +17,10 @@ CREATE TABLE tickets (
     message            TEXT        NOT NULL,
     account            TEXT,
     page_url           TEXT,
+    ack_message_id     TEXT,
+    github_repo        TEXT,
+    github_issue_number BIGINT,
+    github_issue_url   TEXT,
     idempotency_key    TEXT        UNIQUE,
     content_hash       TEXT        NOT NULL
 );
@@ -33,9 +37,26 @@ CREATE TABLE deliveries (
     run_at      TIMESTAMPTZ NOT NULL,
     lease_until TIMESTAMPTZ,
     last_error  TEXT,
+    lease_token TEXT,
+    first_attempt_at TIMESTAMPTZ,
+    done_at     TIMESTAMPTZ,
     created_at  TIMESTAMPTZ NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL
 );
 
 CREATE INDEX deliveries_ticket ON deliveries (ticket_id);
 CREATE INDEX deliveries_due ON deliveries (state, run_at);
+
+-- An issue is matched back to its ticket (webhook) by repository and number.
+CREATE UNIQUE INDEX tickets_github_issue ON tickets (github_repo, github_issue_number);
+
+-- Every acknowledgement sent, for the per-address and per-domain caps.
+CREATE TABLE ack_log (
+    id      BIGSERIAL PRIMARY KEY,
+    email   TEXT NOT NULL,
+    domain  TEXT NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE INDEX ack_log_email ON ack_log (email, sent_at);
+CREATE INDEX ack_log_domain ON ack_log (domain, sent_at);

@@ -145,6 +145,24 @@ pub struct Ticket {
     pub message: String,
     pub account: Option<String>,
     pub page_url: Option<String>,
+    /// The acknowledgement's Message-ID once one was sent (follow-ups thread on it).
+    pub ack_message_id: Option<String>,
+    /// Where the ticket was filed, once it was.
+    pub github_issue: Option<FiledIssue>,
+}
+
+/// A GitHub issue filed for a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FiledIssue {
+    pub repo: String,
+    pub number: i64,
+    pub url: String,
+}
+
+impl FiledIssue {
+    fn from_columns(repo: Option<String>, number: Option<i64>, url: Option<String>) -> Option<FiledIssue> {
+        Some(FiledIssue { repo: repo?, number: number?, url: url? })
+    }
 }
 
 impl Ticket {
@@ -168,6 +186,40 @@ pub struct Delivery {
     pub attempts: i32,
     pub run_at: DateTime<Utc>,
     pub last_error: Option<String>,
+}
+
+/// A job a worker holds under a lease. Only the holder of `lease_token` may record its outcome.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub ticket_id: i64,
+    pub kind: JobKind,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub lease_token: String,
+    /// When the first attempt started; the GitHub filer looks for its marker among issues since then.
+    pub first_attempt_at: DateTime<Utc>,
+}
+
+/// What became of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Done. An acknowledgement records its Message-ID and recipient; an issue where it was filed.
+    Done(Completion),
+    /// Try again at this time.
+    Retry { at: DateTime<Utc>, error: String },
+    /// Given up: a configuration or content fault, or the last attempt failed.
+    Dead { error: String },
+    /// Deliberately not done (e.g. the per-address acknowledgement cap), with the reason.
+    Skipped { reason: String },
+}
+
+/// The record a finished job leaves on its ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Plain,
+    Ack { message_id: String, email: String },
+    Issue { repo: String, number: i64, url: String },
 }
 
 /// Outbox counts for health and metrics.
@@ -202,6 +254,47 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError>;
 
     async fn count_tickets(&self) -> Result<i64, StoreError>;
+
+    /// Leases up to `limit` jobs of `kinds` that are due (or whose lease expired) to one worker.
+    async fn claim_jobs(
+        &self,
+        kinds: &[JobKind],
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Records the outcome of an attempt, with its effect on the ticket, in one transaction.
+    /// `false` when the lease was lost meanwhile (another worker took the job over): nothing recorded.
+    async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Acknowledgements sent to `email` (or, with `by_domain`, to its domain) since `since`.
+    async fn acks_sent_since(&self, key: &str, by_domain: bool, since: DateTime<Utc>) -> Result<i64, StoreError>;
+
+    /// When the next job of `kinds` falls due, if any is waiting.
+    async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+/// The domain of an address, lowercased: acknowledgements are capped per domain too.
+pub fn email_domain(email: &str) -> String {
+    email.rsplit_once('@').map_or(email, |(_, d)| d).to_ascii_lowercase()
+}
+
+/// A fresh lease token.
+fn lease_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..16).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+}
+
+/// `kind IN (...)` for a list of job kinds; ids are fixed identifiers, never input.
+fn kinds_sql(kinds: &[JobKind]) -> String {
+    let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.id())).collect();
+    if list.is_empty() {
+        "FALSE".to_owned()
+    } else {
+        format!("kind IN ({})", list.join(", "))
+    }
 }
 
 /// Opens the database named by `url` (without migrating it).

@@ -14,13 +14,15 @@ use super::{
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
     STATEMENT_CACHE_CAPACITY,
 };
+use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, JobOutcome};
 
 pub struct PostgresStore {
     pool: PgPool,
 }
 
 const TICKET_COLUMNS: &str = "id, reference, created_at, source, name, email, picked_type, type, \
-     unsupported_reason, needs_triage, signals::text AS signals, subject, message, account, page_url";
+     unsupported_reason, needs_triage, signals::text AS signals, subject, message, account, page_url, ack_message_id, \
+     github_repo, github_issue_number, github_issue_url";
 
 fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
     Ok(Ticket {
@@ -39,6 +41,12 @@ fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
         message: row.try_get("message")?,
         account: row.try_get("account")?,
         page_url: row.try_get("page_url")?,
+        ack_message_id: row.try_get("ack_message_id")?,
+        github_issue: FiledIssue::from_columns(
+            row.try_get("github_repo")?,
+            row.try_get("github_issue_number")?,
+            row.try_get("github_issue_url")?,
+        ),
     })
 }
 
@@ -235,5 +243,119 @@ impl Store for PostgresStore {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    async fn claim_jobs(
+        &self,
+        kinds: &[JobKind],
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let token = lease_token();
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
+        // SKIP LOCKED: several instances claim side by side, never the same job.
+        let sql = format!(
+            "UPDATE deliveries SET state = 'running', attempts = attempts + 1, lease_until = $1, lease_token = $2, \
+             first_attempt_at = COALESCE(first_attempt_at, $3), updated_at = $3 \
+             WHERE id IN (SELECT id FROM deliveries WHERE {} AND \
+               ((state = 'pending' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+               ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, ticket_id, kind, attempts, first_attempt_at",
+            kinds_sql(kinds)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now + lease)
+            .bind(&token)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedJob {
+                    id: r.try_get("id")?,
+                    ticket_id: r.try_get("ticket_id")?,
+                    kind: JobKind::from_id(r.try_get("kind")?)?,
+                    attempts: r.try_get("attempts")?,
+                    lease_token: token.clone(),
+                    first_attempt_at: r.try_get("first_attempt_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (state, run_at, error, done_at) = match outcome {
+            JobOutcome::Done(_) => ("done", None, None, Some(now)),
+            JobOutcome::Retry { at, error } => ("pending", Some(*at), Some(error.as_str()), None),
+            JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
+            JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
+        };
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, done_at = $4, \
+             lease_until = NULL, lease_token = NULL, updated_at = $5 \
+             WHERE id = $6 AND lease_token = $7 AND state = 'running'",
+        )
+        .bind(state)
+        .bind(run_at)
+        .bind(error)
+        .bind(done_at)
+        .bind(now)
+        .bind(job.id)
+        .bind(&job.lease_token)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        match outcome {
+            JobOutcome::Done(Completion::Ack { message_id, email }) => {
+                sqlx::query("UPDATE tickets SET ack_message_id = COALESCE(ack_message_id, $1) WHERE id = $2")
+                    .bind(message_id)
+                    .bind(job.ticket_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO ack_log (email, domain, sent_at) VALUES ($1, $2, $3)")
+                    .bind(email)
+                    .bind(email_domain(email))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            JobOutcome::Done(Completion::Issue { repo, number, url }) => {
+                sqlx::query(
+                    "UPDATE tickets SET github_repo = $1, github_issue_number = $2, github_issue_url = $3 WHERE id = $4",
+                )
+                .bind(repo)
+                .bind(number)
+                .bind(url)
+                .bind(job.ticket_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn acks_sent_since(&self, key: &str, by_domain: bool, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        let sql = if by_domain {
+            "SELECT COUNT(*) FROM ack_log WHERE domain = $1 AND sent_at >= $2"
+        } else {
+            "SELECT COUNT(*) FROM ack_log WHERE email = $1 AND sent_at >= $2"
+        };
+        Ok(sqlx::query_scalar(sql).bind(key).bind(since).fetch_one(&self.pool).await?)
+    }
+
+    async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = format!(
+            "SELECT MIN(CASE state WHEN 'pending' THEN run_at ELSE lease_until END) FROM deliveries \
+             WHERE {} AND state IN ('pending', 'running')",
+            kinds_sql(kinds)
+        );
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
     }
 }

@@ -8,4 +8,5 @@ mod durability;
 mod form;
 mod health;
 mod idempotency;
+mod outbox_queue;
 mod store_conformance;
