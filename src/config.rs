@@ -42,6 +42,28 @@ pub struct Settings {
     pub tickets: TicketSettings,
     pub log: LogSettings,
     pub classify: ClassifySettings,
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Run delivery workers in this process (tests turn them off and drive delivery step by step).
+    pub enabled: bool,
+    /// The safety-net poll of the outbox, beside the wake-up after each commit.
+    pub poll_seconds: u64,
+    /// How long a claimed job belongs to a worker before another may take it over.
+    pub lease_seconds: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            enabled: true,
+            poll_seconds: 5,
+            lease_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,6 +437,29 @@ impl Settings {
                     format!("`{}` is not of the form owner/name", route.repo),
                 ));
             }
+        }
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::key(
+                "email.from",
+                "must be an address, optionally with a name: `Support <support@example.com>`",
+            ));
+        }
+        if let Some(r) = &self.email.reply_to {
+            if r.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ConfigError::key(
+                    "email.reply_to",
+                    "must be an address, optionally with a name",
+                ));
+            }
+        }
+        if !(1..=3600).contains(&self.delivery.poll_seconds) {
+            return Err(ConfigError::key("delivery.poll_seconds", "must be between 1 and 3600"));
+        }
+        if !(10..=86_400).contains(&self.delivery.lease_seconds) {
+            return Err(ConfigError::key(
+                "delivery.lease_seconds",
+                "must be between 10 and 86400",
+            ));
         }
         if self.limits.min_fill_seconds > 3600 {
             return Err(ConfigError::key("limits.min_fill_seconds", "must be at most 3600"));

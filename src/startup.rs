@@ -2,19 +2,24 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use lettre::message::Mailbox;
 use secrecy::ExposeSecret;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
 use crate::classify::Classifier;
 use crate::config::{EmailTransport, Settings};
+use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
 use crate::http::{routes, security_headers, AppState, DeliveryConfig};
 use crate::intake::Intake;
+use crate::outbox::{Deliverer, DeliveryContext, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
 use crate::templates::Templates;
 
@@ -24,6 +29,38 @@ pub struct Application {
     server: Server,
     store: Arc<dyn Store>,
     writers: Vec<JoinHandle<()>>,
+    deliverer: Deliverer,
+    shutdown: watch::Sender<bool>,
+    delivery_task: Option<JoinHandle<()>>,
+}
+
+/// The delivery worker's parts, from the settings.
+pub fn delivery_context(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+) -> anyhow::Result<DeliveryContext> {
+    let from: Mailbox = settings.email.from.parse().context("email.from")?;
+    let reply_to = match &settings.email.reply_to {
+        Some(r) => r.parse().context("email.reply_to")?,
+        None => from.clone(),
+    };
+    Ok(DeliveryContext {
+        store,
+        mailer: Mailer::from_settings(&settings.email)?,
+        ack: AckContext {
+            from,
+            reply_to,
+            site_name: settings.server.site_name.clone(),
+            public_url: settings.server.public_url(),
+        },
+        templates: Templates::new(),
+        acks_per_email: settings.limits.acks_per_email,
+        retry: RetryPolicy::default(),
+        lease: Duration::from_secs(settings.delivery.lease_seconds),
+        poll: Duration::from_secs(settings.delivery.poll_seconds),
+        wake,
+    })
 }
 
 /// Opens the database and applies pending migrations.
@@ -66,7 +103,13 @@ impl Application {
             Arc::new(Classifier::load(settings.classify.rules_file.as_deref()).context("loading classify.rules_file")?);
         // SQLite admits one writer at a time; PostgreSQL gains from a second building the next batch.
         let writer_count = if store.backend() == "sqlite" { 1 } else { 2 };
-        let (writer, writers) = TicketWriter::spawn(Arc::clone(&store), settings.database.max_batch, writer_count);
+        let wake = Arc::new(Notify::new());
+        let (writer, writers) = TicketWriter::spawn(
+            Arc::clone(&store),
+            settings.database.max_batch,
+            writer_count,
+            Arc::clone(&wake),
+        );
         let intake = Intake::new(
             writer,
             classifier,
@@ -83,6 +126,13 @@ impl Application {
         if settings.server.form_secret.is_none() {
             tracing::info!("server.form_secret is not set: form tokens are signed with a key drawn at start (set it when running several instances)");
         }
+
+        let deliverer = Deliverer::new(delivery_context(&settings, Arc::clone(&store), wake)?);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let delivery_task = settings
+            .delivery
+            .enabled
+            .then(|| tokio::spawn(deliverer.clone().run(shutdown_rx)));
 
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
@@ -118,6 +168,9 @@ impl Application {
             server,
             store,
             writers,
+            deliverer,
+            shutdown,
+            delivery_task,
         })
     }
 
@@ -129,17 +182,33 @@ impl Application {
         Arc::clone(&self.store)
     }
 
+    /// The delivery worker, for tests that drive delivery step by step.
+    pub fn deliverer(&self) -> Deliverer {
+        self.deliverer.clone()
+    }
+
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
     /// Serves until stopped through the handle; in-flight requests finish first.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application { server, writers, .. } = self;
+        let Application {
+            server,
+            writers,
+            shutdown,
+            delivery_task,
+            ..
+        } = self;
         server.await?;
+        // Requests are finished; let the delivery in flight finish too, then stop.
+        let _ = shutdown.send(true);
+        if let Some(task) = delivery_task {
+            let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+        }
         // The server's handlers held the only senders: the writers finish what is queued and stop.
         for w in writers {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
         }
         Ok(())
     }

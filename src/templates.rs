@@ -14,6 +14,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("form.html", include_str!("../templates/form.html")),
     ("submitted.html", include_str!("../templates/submitted.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("ack.txt", include_str!("../templates/ack.txt")),
+    ("ack.html", include_str!("../templates/ack.html")),
 ];
 
 impl Templates {

@@ -161,7 +161,11 @@ pub struct FiledIssue {
 
 impl FiledIssue {
     fn from_columns(repo: Option<String>, number: Option<i64>, url: Option<String>) -> Option<FiledIssue> {
-        Some(FiledIssue { repo: repo?, number: number?, url: url? })
+        Some(FiledIssue {
+            repo: repo?,
+            number: number?,
+            url: url?,
+        })
     }
 }
 
@@ -248,6 +252,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_tickets(&self, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError>;
 
     async fn ticket_by_reference(&self, reference: &str) -> Result<Option<Ticket>, StoreError>;
+
+    async fn ticket_by_id(&self, id: i64) -> Result<Option<Ticket>, StoreError>;
 
     async fn deliveries_for_ticket(&self, ticket_id: i64) -> Result<Vec<Delivery>, StoreError>;
 

@@ -199,6 +199,14 @@ impl Store for PostgresStore {
         row.as_ref().map(ticket_from_row).transpose()
     }
 
+    async fn ticket_by_id(&self, id: i64) -> Result<Option<Ticket>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(ticket_from_row).transpose()
+    }
+
     async fn deliveries_for_ticket(&self, ticket_id: i64) -> Result<Vec<Delivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, ticket_id, kind, state, attempts, run_at, last_error FROM deliveries \
@@ -347,7 +355,11 @@ impl Store for PostgresStore {
         } else {
             "SELECT COUNT(*) FROM ack_log WHERE email = $1 AND sent_at >= $2"
         };
-        Ok(sqlx::query_scalar(sql).bind(key).bind(since).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(sql)
+            .bind(key)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError> {

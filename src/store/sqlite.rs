@@ -15,8 +15,7 @@ use super::{
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
     STATEMENT_CACHE_CAPACITY,
 };
-use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, JobOutcome,
-};
+use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, JobOutcome};
 
 /// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
 /// connection (no lock contention, a large page cache for the random-keyed unique indexes, prepared
@@ -254,6 +253,14 @@ impl Store for SqliteStore {
         row.as_ref().map(ticket_from_row).transpose()
     }
 
+    async fn ticket_by_id(&self, id: i64) -> Result<Option<Ticket>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(ticket_from_row).transpose()
+    }
+
     async fn deliveries_for_ticket(&self, ticket_id: i64) -> Result<Vec<Delivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, ticket_id, kind, state, attempts, run_at, last_error FROM deliveries \
@@ -401,7 +408,11 @@ impl Store for SqliteStore {
         } else {
             "SELECT COUNT(*) FROM ack_log WHERE email = ? AND sent_at >= ?"
         };
-        Ok(sqlx::query_scalar(sql).bind(key).bind(ms(since)).fetch_one(&self.reader).await?)
+        Ok(sqlx::query_scalar(sql)
+            .bind(key)
+            .bind(ms(since))
+            .fetch_one(&self.reader)
+            .await?)
     }
 
     async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError> {

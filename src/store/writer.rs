@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::{InsertOutcome, NewTicket, Store, StoreError};
@@ -27,14 +27,21 @@ pub struct TicketWriter {
 impl TicketWriter {
     /// Starts `writers` writer tasks on the current Tokio runtime. SQLite has one writer at a time
     /// anyway; PostgreSQL gains from a second that builds a batch while the first commits.
-    pub fn spawn(store: Arc<dyn Store>, max_batch: usize, writers: usize) -> (TicketWriter, Vec<JoinHandle<()>>) {
+    /// `wake` is told after every commit, so delivery workers pick new jobs up at once.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        max_batch: usize,
+        writers: usize,
+        wake: Arc<Notify>,
+    ) -> (TicketWriter, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel::<Pending>(max_batch * 4);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let handles = (0..writers.max(1))
             .map(|_| {
                 let rx = Arc::clone(&rx);
                 let store = Arc::clone(&store);
-                tokio::spawn(async move { run(store, rx, max_batch).await })
+                let wake = Arc::clone(&wake);
+                tokio::spawn(async move { run(store, rx, max_batch, wake).await })
             })
             .collect();
         (TicketWriter { tx }, handles)
@@ -51,7 +58,12 @@ impl TicketWriter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
+async fn run(
+    store: Arc<dyn Store>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    max_batch: usize,
+    wake: Arc<Notify>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
         {
@@ -65,6 +77,7 @@ async fn run(store: Arc<dyn Store>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pe
         let started = std::time::Instant::now();
         match store.insert_tickets(&tickets).await {
             Ok(outcomes) => {
+                wake.notify_one();
                 tracing::debug!(
                     size = tickets.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,

@@ -125,9 +125,10 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    pub deliverer: intake::outbox::Deliverer,
     pub db: TestDatabase,
-    /// Where the file transport writes; kept alive for the test.
-    pub _outbox_dir: tempfile::TempDir,
+    /// Where the file transport writes.
+    pub outbox_dir: tempfile::TempDir,
 }
 
 /// Settings for tests: a free port, the test database, everything else at its default.
@@ -139,6 +140,8 @@ pub fn test_settings(db_url: &str, outbox: &std::path::Path) -> Settings {
     s.database.max_connections = 4;
     s.email.file_dir = outbox.to_path_buf();
     s.tickets.reference_prefix = "LV".to_owned();
+    // Tests drive delivery step by step with `app.deliverer.run_once()`.
+    s.delivery.enabled = false;
     s
 }
 
@@ -159,6 +162,7 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store();
+    let deliverer = app.deliverer();
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -168,8 +172,9 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
         address,
         client,
         store,
+        deliverer,
         db,
-        _outbox_dir: outbox_dir,
+        outbox_dir,
     })
 }
 

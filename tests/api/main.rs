@@ -4,9 +4,11 @@ mod helpers;
 
 mod api_tickets;
 mod cli;
+mod delivery_email;
 mod durability;
 mod form;
 mod health;
 mod idempotency;
 mod outbox_queue;
+mod smtp_server;
 mod store_conformance;

@@ -17,7 +17,9 @@ const LEASE: Duration = Duration::from_secs(60);
 
 async fn open(backend: Backend) -> Option<(TestDatabase, Arc<dyn Store>)> {
     let db = TestDatabase::create(backend).await?;
-    let store = store::connect(&SecretString::from(db.url().to_owned()), 6).await.unwrap();
+    let store = store::connect(&SecretString::from(db.url().to_owned()), 6)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     Some((db, store))
 }
@@ -32,7 +34,8 @@ fn ticket(email: &str) -> NewTicket {
         ..Default::default()
     };
     let submission = raw.validate().unwrap();
-    let classification = Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
+    let classification =
+        Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
     NewTicket {
         reference: Reference::generate("LV"),
         created_at: Utc::now(),
@@ -50,45 +53,111 @@ async fn seed(store: &Arc<dyn Store>, n: usize) {
 }
 
 async fn a_claim_leases_due_jobs_of_the_asked_kinds_once(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     seed(&store, 3).await;
     let now = Utc::now();
     let jobs = store.claim_jobs(&[JobKind::AckEmail], now, LEASE, 10).await.unwrap();
     assert_eq!(jobs.len(), 3);
     assert!(jobs.iter().all(|j| j.kind == JobKind::AckEmail && j.attempts == 1));
-    assert!(store.claim_jobs(&[JobKind::AckEmail], now, LEASE, 10).await.unwrap().is_empty(), "leased");
-    assert_eq!(store.claim_jobs(&[JobKind::GithubIssue], now, LEASE, 2).await.unwrap().len(), 2, "limit");
+    assert!(
+        store
+            .claim_jobs(&[JobKind::AckEmail], now, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    assert_eq!(
+        store
+            .claim_jobs(&[JobKind::GithubIssue], now, LEASE, 2)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "limit"
+    );
     assert!(store.claim_jobs(&[], now, LEASE, 10).await.unwrap().is_empty());
-    assert_eq!(store.outbox_stats(now).await.unwrap().pending, 6, "running jobs still count as pending");
+    assert_eq!(
+        store.outbox_stats(now).await.unwrap().pending,
+        6,
+        "running jobs still count as pending"
+    );
 }
 
 async fn an_expired_lease_is_taken_over_and_the_old_holder_cannot_finish(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     seed(&store, 1).await;
     let now = Utc::now();
-    let first = store.claim_jobs(&[JobKind::AckEmail], now, LEASE, 10).await.unwrap().remove(0);
+    let first = store
+        .claim_jobs(&[JobKind::AckEmail], now, LEASE, 10)
+        .await
+        .unwrap()
+        .remove(0);
     let later = now + Span::seconds(61);
-    let second = store.claim_jobs(&[JobKind::AckEmail], later, LEASE, 10).await.unwrap().remove(0);
+    let second = store
+        .claim_jobs(&[JobKind::AckEmail], later, LEASE, 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(first.id, second.id);
     assert_eq!(second.attempts, 2);
-    assert_eq!(second.first_attempt_at.timestamp_millis(), first.first_attempt_at.timestamp_millis());
+    assert_eq!(
+        second.first_attempt_at.timestamp_millis(),
+        first.first_attempt_at.timestamp_millis()
+    );
     let done = JobOutcome::Done(Completion::Plain);
-    assert!(!store.finish_job(&first, &done, later).await.unwrap(), "the old lease is void");
+    assert!(
+        !store.finish_job(&first, &done, later).await.unwrap(),
+        "the old lease is void"
+    );
     assert!(store.finish_job(&second, &done, later).await.unwrap());
     assert!(!store.finish_job(&second, &done, later).await.unwrap(), "finished once");
 }
 
 async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     seed(&store, 2).await;
     let now = Utc::now();
     let jobs = store.claim_jobs(&[JobKind::GithubIssue], now, LEASE, 10).await.unwrap();
     let at = now + Span::seconds(30);
-    assert!(store.finish_job(&jobs[0], &JobOutcome::Retry { at, error: "502".into() }, now).await.unwrap());
-    assert!(store.finish_job(&jobs[1], &JobOutcome::Dead { error: "404 repository not found".into() }, now).await.unwrap());
-    assert!(store.claim_jobs(&[JobKind::GithubIssue], now + Span::seconds(29), LEASE, 10).await.unwrap().is_empty());
+    assert!(store
+        .finish_job(
+            &jobs[0],
+            &JobOutcome::Retry {
+                at,
+                error: "502".into()
+            },
+            now
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job(
+            &jobs[1],
+            &JobOutcome::Dead {
+                error: "404 repository not found".into()
+            },
+            now
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .claim_jobs(&[JobKind::GithubIssue], now + Span::seconds(29), LEASE, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        store.next_due(&[JobKind::GithubIssue]).await.unwrap().map(|t| t.timestamp()),
+        store
+            .next_due(&[JobKind::GithubIssue])
+            .await
+            .unwrap()
+            .map(|t| t.timestamp()),
         Some(at.timestamp())
     );
     let again = store.claim_jobs(&[JobKind::GithubIssue], at, LEASE, 10).await.unwrap();
@@ -105,13 +174,23 @@ async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backe
 }
 
 async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     let t = ticket("user0@example.com");
     let reference = t.reference.to_string();
     store.insert_tickets(&[t]).await.unwrap();
     let now = Utc::now();
-    let ack = store.claim_jobs(&[JobKind::AckEmail], now, LEASE, 1).await.unwrap().remove(0);
-    let issue = store.claim_jobs(&[JobKind::GithubIssue], now, LEASE, 1).await.unwrap().remove(0);
+    let ack = store
+        .claim_jobs(&[JobKind::AckEmail], now, LEASE, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let issue = store
+        .claim_jobs(&[JobKind::GithubIssue], now, LEASE, 1)
+        .await
+        .unwrap()
+        .remove(0);
     let ack_done = JobOutcome::Done(Completion::Ack {
         message_id: "<LV-1.ack@example.com>".into(),
         email: "user0@example.com".into(),
@@ -128,17 +207,36 @@ async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend)
     assert_eq!(stored.ack_message_id.as_deref(), Some("<LV-1.ack@example.com>"));
     let issue = stored.github_issue.expect("filed");
     assert_eq!((issue.repo.as_str(), issue.number), ("acme/support", 1347));
-    assert!(store.deliveries_for_ticket(stored.id).await.unwrap().iter().all(|d| d.state == "done"));
+    assert!(store
+        .deliveries_for_ticket(stored.id)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.state == "done"));
     let since = now - Span::hours(24);
-    assert_eq!(store.acks_sent_since("user0@example.com", false, since).await.unwrap(), 1);
+    assert_eq!(
+        store.acks_sent_since("user0@example.com", false, since).await.unwrap(),
+        1
+    );
     assert_eq!(store.acks_sent_since("example.com", true, since).await.unwrap(), 1);
-    assert_eq!(store.acks_sent_since("other@example.com", false, since).await.unwrap(), 0);
-    assert_eq!(store.acks_sent_since("user0@example.com", false, now + Span::seconds(1)).await.unwrap(), 0);
+    assert_eq!(
+        store.acks_sent_since("other@example.com", false, since).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .acks_sent_since("user0@example.com", false, now + Span::seconds(1))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(store.outbox_stats(now).await.unwrap().pending, 0);
 }
 
 async fn concurrent_claims_never_hand_out_a_job_twice(backend: Backend) {
-    let Some((_db, store)) = open(backend).await else { return };
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
     seed(&store, 60).await;
     let now = Utc::now();
     let claims = (0..6).map(|_| {
@@ -146,7 +244,10 @@ async fn concurrent_claims_never_hand_out_a_job_twice(backend: Backend) {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = store.claim_jobs(&[JobKind::AckEmail, JobKind::GithubIssue], now, LEASE, 7).await.unwrap();
+                let got = store
+                    .claim_jobs(&[JobKind::AckEmail, JobKind::GithubIssue], now, LEASE, 7)
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     return mine;
                 }
