@@ -179,6 +179,12 @@ pub struct GithubSettings {
     /// Where each request type is filed, keyed by type id.
     pub routes: BTreeMap<String, GithubRoute>,
     pub file_unsupported: bool,
+    /// Pace issue creation under GitHub's content limits (turn off only against a fake).
+    pub pacing: bool,
+    pub per_minute: u32,
+    pub per_hour: u32,
+    /// A request without an answer after this long is given up (and treated as ambiguous).
+    pub timeout_seconds: u64,
 }
 
 impl Default for GithubSettings {
@@ -189,6 +195,10 @@ impl Default for GithubSettings {
             token: None,
             routes: BTreeMap::new(),
             file_unsupported: false,
+            pacing: true,
+            per_minute: 80,
+            per_hour: 500,
+            timeout_seconds: 10,
         }
     }
 }
@@ -451,6 +461,15 @@ impl Settings {
                     "must be an address, optionally with a name",
                 ));
             }
+        }
+        if self.github.per_minute == 0 || self.github.per_hour == 0 {
+            return Err(ConfigError::key(
+                "github.per_minute",
+                "and github.per_hour must be at least 1",
+            ));
+        }
+        if !(1..=300).contains(&self.github.timeout_seconds) {
+            return Err(ConfigError::key("github.timeout_seconds", "must be between 1 and 300"));
         }
         if !(1..=3600).contains(&self.delivery.poll_seconds) {
             return Err(ConfigError::key("delivery.poll_seconds", "must be between 1 and 3600"));

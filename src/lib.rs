@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod email;
 pub mod form_token;
+pub mod github;
 pub mod http;
 pub mod intake;
 pub mod outbox;

@@ -17,9 +17,10 @@ use crate::classify::Classifier;
 use crate::config::{EmailTransport, Settings};
 use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
+use crate::github::GithubClient;
 use crate::http::{routes, security_headers, AppState, DeliveryConfig};
 use crate::intake::Intake;
-use crate::outbox::{Deliverer, DeliveryContext, RetryPolicy};
+use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
 use crate::templates::Templates;
 
@@ -60,7 +61,24 @@ pub fn delivery_context(
         lease: Duration::from_secs(settings.delivery.lease_seconds),
         poll: Duration::from_secs(settings.delivery.poll_seconds),
         wake,
+        github: github_filing(settings)?,
     })
+}
+
+/// GitHub filing when a token and at least one route are configured.
+fn github_filing(settings: &Settings) -> anyhow::Result<Option<GithubFiling>> {
+    let gh = &settings.github;
+    let Some(token) = gh.token.clone().filter(|t| !t.expose_secret().is_empty()) else {
+        return Ok(None);
+    };
+    if gh.routes.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(GithubFiling {
+        client: GithubClient::new(gh.api_url.as_str(), token, Duration::from_secs(gh.timeout_seconds))?,
+        routes: gh.routes.clone(),
+        pacer: gh.pacing.then(|| Pacer::new(gh.per_minute, gh.per_hour)),
+    }))
 }
 
 /// Opens the database and applies pending migrations.

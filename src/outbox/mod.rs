@@ -4,4 +4,4 @@ mod retry;
 mod worker;
 
 pub use retry::RetryPolicy;
-pub use worker::{Deliverer, DeliveryContext};
+pub use worker::{Deliverer, DeliveryContext, GithubFiling, Pacer};

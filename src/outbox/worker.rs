@@ -4,12 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use super::RetryPolicy;
-use crate::config::Rate;
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::config::{GithubRoute, Rate};
+use crate::domain::RequestType;
 use crate::email::{ack_message, ack_message_id, AckContext, Mailer};
+use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
 use crate::store::{ClaimedJob, Completion, JobKind, JobOutcome, Store, StoreError};
 use crate::templates::Templates;
 
@@ -26,7 +33,41 @@ pub struct DeliveryContext {
     /// The safety-net poll, beside the wake-up after each commit.
     pub poll: Duration,
     pub wake: Arc<Notify>,
+    /// GitHub filing, when a token and routes are configured; otherwise its jobs wait.
+    pub github: Option<GithubFiling>,
 }
+
+/// Everything filing needs.
+pub struct GithubFiling {
+    pub client: GithubClient,
+    pub routes: BTreeMap<String, GithubRoute>,
+    /// Creates are paced under GitHub's content limits; `None` turns pacing off (tests, benchmarks).
+    pub pacer: Option<Pacer>,
+}
+
+/// Two budgets at once, as GitHub counts them: per minute and per hour.
+pub struct Pacer {
+    minute: DefaultDirectRateLimiter,
+    hour: DefaultDirectRateLimiter,
+}
+
+impl Pacer {
+    pub fn new(per_minute: u32, per_hour: u32) -> Pacer {
+        let q = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        Pacer {
+            minute: RateLimiter::direct(Quota::per_minute(q(per_minute))),
+            hour: RateLimiter::direct(Quota::per_hour(q(per_hour))),
+        }
+    }
+
+    async fn ready(&self) {
+        self.hour.until_ready().await;
+        self.minute.until_ready().await;
+    }
+}
+
+/// How long a job waits when something outside it (configuration, visibility) holds it up.
+const WAIT_FOR_CONFIGURATION: chrono::Duration = chrono::Duration::hours(1);
 
 /// Runs the jobs this process can do. Cheap to clone.
 #[derive(Clone)]
@@ -44,16 +85,30 @@ impl Deliverer {
 
     /// The job kinds this worker handles; the others wait in the outbox, nothing lost.
     pub fn kinds(&self) -> Vec<JobKind> {
-        vec![JobKind::AckEmail]
+        let mut kinds = vec![JobKind::AckEmail];
+        if self.ctx.github.is_some() {
+            kinds.push(JobKind::GithubIssue);
+        }
+        kinds
     }
 
     /// Does every job that is due now, and returns how many attempts it made. Tests drive delivery
     /// with this instead of sleeping.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        self.run_due(None).await
+        self.run_due(None, None).await
     }
 
-    async fn run_due(&self, shutdown: Option<&watch::Receiver<bool>>) -> Result<usize, StoreError> {
+    /// As [`Deliverer::run_once`], taking `now` as the time jobs fall due (tests step over retry
+    /// waits with it; the calls themselves happen now).
+    pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run_due(None, Some(now)).await
+    }
+
+    async fn run_due(
+        &self,
+        shutdown: Option<&watch::Receiver<bool>>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<usize, StoreError> {
         let kinds = self.kinds();
         let mut done = 0;
         loop {
@@ -63,15 +118,26 @@ impl Deliverer {
             let jobs = self
                 .ctx
                 .store
-                .claim_jobs(&kinds, Utc::now(), self.ctx.lease, CLAIM_BATCH)
+                .claim_jobs(&kinds, at.unwrap_or_else(Utc::now), self.ctx.lease, CLAIM_BATCH)
                 .await?;
             if jobs.is_empty() {
                 return Ok(done);
             }
             done += jobs.len();
-            // Emails go out side by side (the SMTP pool bounds the connections).
-            let results = futures_util::future::join_all(jobs.iter().map(|job| self.attempt(job))).await;
-            for r in results {
+            let (issues, emails): (Vec<&ClaimedJob>, Vec<&ClaimedJob>) =
+                jobs.iter().partition(|j| j.kind == JobKind::GithubIssue);
+            // Emails go out side by side (the SMTP pool bounds the connections); issues one at a time,
+            // as GitHub asks of one token.
+            let emails = futures_util::future::join_all(emails.into_iter().map(|job| self.attempt(job)));
+            let issues = async {
+                for job in issues {
+                    self.attempt(job).await?;
+                }
+                Ok::<(), StoreError>(())
+            };
+            let (emails, issues) = tokio::join!(emails, issues);
+            issues?;
+            for r in emails {
                 r?;
             }
         }
@@ -81,7 +147,7 @@ impl Deliverer {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let kinds = self.kinds();
         loop {
-            if let Err(e) = self.run_due(Some(&shutdown)).await {
+            if let Err(e) = self.run_due(Some(&shutdown), None).await {
                 tracing::warn!(error = %e, "delivery: the outbox could not be read; trying again");
             }
             if *shutdown.borrow() {
@@ -102,9 +168,10 @@ impl Deliverer {
     async fn attempt(&self, job: &ClaimedJob) -> Result<(), StoreError> {
         let outcome = match job.kind {
             JobKind::AckEmail => self.acknowledge(job).await?,
-            other => JobOutcome::Retry {
+            JobKind::GithubIssue if self.ctx.github.is_some() => self.file_issue(job).await?,
+            other => JobOutcome::Wait {
                 at: Utc::now() + chrono::Duration::minutes(1),
-                error: format!("no worker for {} jobs in this process", other.id()),
+                reason: format!("waiting: no worker for {} jobs in this process", other.id()),
             },
         };
         if !self.ctx.store.finish_job(job, &outcome, Utc::now()).await? {
@@ -165,4 +232,103 @@ impl Deliverer {
             }
         })
     }
+
+    #[tracing::instrument(name = "file_issue", skip_all, fields(job = job.id, ticket))]
+    async fn file_issue(&self, job: &ClaimedJob) -> Result<JobOutcome, StoreError> {
+        let Some(gh) = self.ctx.github.as_ref() else {
+            return Ok(JobOutcome::Wait {
+                at: Utc::now() + WAIT_FOR_CONFIGURATION,
+                reason: "waiting: GitHub is not configured".into(),
+            });
+        };
+        let Some(ticket) = self.ctx.store.ticket_by_id(job.ticket_id).await? else {
+            return Ok(JobOutcome::Dead {
+                error: "the ticket does not exist".into(),
+            });
+        };
+        tracing::Span::current().record("ticket", ticket.reference.as_str());
+        let type_id = ticket.filed_type.id();
+        let Some(route) = gh.routes.get(type_id) else {
+            return Ok(JobOutcome::Wait {
+                at: Utc::now() + WAIT_FOR_CONFIGURATION,
+                reason: format!("waiting: no github.routes.{type_id}.repo is configured"),
+            });
+        };
+        let repo = route.repo.as_str();
+        let private = match gh.client.is_private(repo).await {
+            Ok(p) => p,
+            Err(e) => return Ok(self.github_failed(job, e)),
+        };
+        if ticket.filed_type == RequestType::Security && !private {
+            tracing::warn!(repo, "security ticket not filed: its route is a public repository");
+            return Ok(JobOutcome::Wait {
+                at: Utc::now() + WAIT_FOR_CONFIGURATION,
+                reason: format!(
+                    "waiting: security tickets are never filed in a public repository, and {repo} is public"
+                ),
+            });
+        }
+        let marker = marker(&ticket.reference);
+        if job.attempts > 1 {
+            // An earlier attempt may have created the issue before its answer was lost.
+            let since = job.first_attempt_at - chrono::Duration::minutes(5);
+            match gh.client.find_by_marker(repo, &marker, since).await {
+                Ok(Some(issue)) => {
+                    tracing::info!(
+                        number = issue.number,
+                        "issue found from an earlier attempt; not filing again"
+                    );
+                    return Ok(filed(repo, issue));
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(self.github_failed(job, e)),
+            }
+        }
+        if let Some(pacer) = &gh.pacer {
+            pacer.ready().await;
+        }
+        let labels = route
+            .labels
+            .clone()
+            .unwrap_or_else(|| vec!["support".to_owned(), type_id.to_owned()]);
+        let title = issue_title(&ticket);
+        let body = issue_body(&ticket, private);
+        Ok(
+            match gh
+                .client
+                .create_issue(repo, &title, &body, &labels, &route.assignees)
+                .await
+            {
+                Ok(issue) => {
+                    tracing::info!(number = issue.number, "issue filed");
+                    filed(repo, issue)
+                }
+                Err(e) => self.github_failed(job, e),
+            },
+        )
+    }
+
+    fn github_failed(&self, job: &ClaimedJob, e: GithubError) -> JobOutcome {
+        tracing::warn!(error = %e, "GitHub request failed");
+        match e {
+            GithubError::RateLimited { until, .. } => {
+                // Honour GitHub's time, then back off on top of it.
+                let at = self.ctx.retry.next_attempt(1, until, None).unwrap_or(until);
+                JobOutcome::Wait {
+                    at,
+                    reason: format!("waiting: {e}"),
+                }
+            }
+            GithubError::Transient { message, .. } => self.failed(job, true, message),
+            GithubError::Permanent { message } => JobOutcome::Dead { error: message },
+        }
+    }
+}
+
+fn filed(repo: &str, issue: Issue) -> JobOutcome {
+    JobOutcome::Done(Completion::Issue {
+        repo: repo.to_owned(),
+        number: issue.number,
+        url: issue.html_url,
+    })
 }

@@ -216,6 +216,9 @@ pub enum JobOutcome {
     Dead { error: String },
     /// Deliberately not done (e.g. the per-address acknowledgement cap), with the reason.
     Skipped { reason: String },
+    /// Cannot be done yet for a reason outside the job (missing configuration, a rate limit): wait
+    /// until `at` without counting the attempt.
+    Wait { at: DateTime<Utc>, reason: String },
 }
 
 /// The record a finished job leaves on its ticket.

@@ -300,10 +300,12 @@ impl Store for PostgresStore {
             JobOutcome::Retry { at, error } => ("pending", Some(*at), Some(error.as_str()), None),
             JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
             JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
+            JobOutcome::Wait { at, reason } => ("pending", Some(*at), Some(reason.as_str()), None),
         };
+        let refund = i32::from(matches!(outcome, JobOutcome::Wait { .. }));
         let updated = sqlx::query(
             "UPDATE deliveries SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, done_at = $4, \
-             lease_until = NULL, lease_token = NULL, updated_at = $5 \
+             lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8 \
              WHERE id = $6 AND lease_token = $7 AND state = 'running'",
         )
         .bind(state)
@@ -313,6 +315,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(job.id)
         .bind(&job.lease_token)
+        .bind(refund)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {

@@ -353,10 +353,12 @@ impl Store for SqliteStore {
             JobOutcome::Retry { at, error } => ("pending", Some(ms(*at)), Some(error.as_str()), None),
             JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
             JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
+            JobOutcome::Wait { at, reason } => ("pending", Some(ms(*at)), Some(reason.as_str()), None),
         };
+        let refund = i32::from(matches!(outcome, JobOutcome::Wait { .. }));
         let updated = sqlx::query(
             "UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), last_error = ?, done_at = ?, \
-             lease_until = NULL, lease_token = NULL, updated_at = ? \
+             lease_until = NULL, lease_token = NULL, updated_at = ?, attempts = attempts - ? \
              WHERE id = ? AND lease_token = ? AND state = 'running'",
         )
         .bind(state)
@@ -364,6 +366,7 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(done_at)
         .bind(now)
+        .bind(refund)
         .bind(job.id)
         .bind(&job.lease_token)
         .execute(&mut *tx)

@@ -5,6 +5,7 @@ mod helpers;
 mod api_tickets;
 mod cli;
 mod delivery_email;
+mod delivery_github;
 mod durability;
 mod form;
 mod health;

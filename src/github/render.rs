@@ -1,0 +1,232 @@
+//! The GitHub issue for a ticket: title and body (SPEC section 5). The customer's text goes into
+//! fenced code blocks whose fence is longer than any backtick run in it, so no markdown, HTML,
+//! `@mention` or `#123` reference in it takes effect, and it can be copied out exactly.
+
+use crate::store::Ticket;
+
+/// GitHub's limits.
+pub const TITLE_MAX: usize = 256;
+pub const BODY_MAX: usize = 65_536;
+
+/// The hidden marker that lets a retry find an issue it already created.
+pub fn marker(reference: &str) -> String {
+    format!("<!-- intake-ticket: {reference} -->")
+}
+
+fn is_invisible_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// `[<Label>] <subject>`, without control or bidirectional-control characters, at most 256 characters.
+pub fn issue_title(ticket: &Ticket) -> String {
+    let raw = format!("[{}] {}", ticket.filed_type.label(), ticket.subject);
+    let clean: String = raw
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .filter(|c| !is_invisible_control(*c))
+        .collect();
+    clean.chars().take(TITLE_MAX).collect()
+}
+
+/// A fenced block that nothing inside `text` can close.
+pub fn fenced(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    let clean: String = text
+        .chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !is_invisible_control(*c))
+        .collect();
+    format!("{fence}text\n{clean}\n{fence}")
+}
+
+/// The issue body. Contact details appear only when `private` (the repository was checked).
+pub fn issue_body(ticket: &Ticket, private: bool) -> String {
+    let mut b = String::with_capacity(ticket.message.len() + 2048);
+    b.push_str(&format!(
+        "**Support ticket {}** · type **{}**",
+        ticket.reference,
+        ticket.filed_type.label()
+    ));
+    if ticket.picked_type != ticket.filed_type {
+        b.push_str(&format!(" (the customer picked {})", ticket.picked_type.label()));
+    }
+    b.push_str(&format!(
+        " · received {} through the {}\n\n",
+        ticket.created_at.format("%Y-%m-%d %H:%M UTC"),
+        match ticket.channel {
+            crate::store::Channel::Api => "API",
+            crate::store::Channel::Form => "help form",
+        }
+    ));
+    if let Some(u) = ticket.unsupported {
+        b.push_str(&format!(
+            "**Unsupported request:** {} (answered with the policy).\n\n",
+            u.label()
+        ));
+    }
+    if ticket.needs_triage {
+        b.push_str("**Needs triage:** the text points at another type than the one picked.\n\n");
+    }
+    if ticket.signals.is_empty() {
+        b.push_str("Signals: none (the customer's pick stands).\n\n");
+    } else {
+        let list: Vec<String> = ticket
+            .signals
+            .iter()
+            .map(|s| format!("`{}` → {}", s.rule, s.points_to))
+            .collect();
+        b.push_str(&format!("Signals: {}\n\n", list.join(", ")));
+    }
+
+    if private {
+        let mut contact = format!("Name: {}\nEmail: {}", ticket.name, ticket.email);
+        if let Some(a) = &ticket.account {
+            contact.push_str(&format!("\nAccount: {a}"));
+        }
+        if let Some(p) = &ticket.page_url {
+            contact.push_str(&format!("\nPage: {p}"));
+        }
+        b.push_str("### Customer\n\n");
+        b.push_str(&fenced(&contact));
+        b.push_str("\n\n");
+    } else {
+        b.push_str("Contact details are kept in intake only (this repository is public).\n\n");
+    }
+
+    let head = b.clone();
+    let tail = format!(
+        "\n\n### Support checklist\n\n\
+         - [ ] Triage category assigned\n\
+         - [ ] Reproducibility verified\n\
+         - [ ] Logs and health checked\n\
+         - [ ] Fix or workaround applied\n\
+         - [ ] Customer answered\n\
+         - [ ] Resolution documented\n\n{}\n",
+        marker(&ticket.reference)
+    );
+    let subject = format!("### Subject\n\n{}\n\n", fenced(&ticket.subject));
+    let mut message = ticket.message.clone();
+    loop {
+        let body = format!("{head}{subject}### Message\n\n{}{tail}", fenced(&message));
+        if body.chars().count() <= BODY_MAX || message.is_empty() {
+            return body;
+        }
+        // Only a message near the limit with long backtick runs gets here: keep its start.
+        let keep = message.chars().count().saturating_sub(1000);
+        message = message.chars().take(keep).collect();
+        message.push_str("\n[truncated: the full text is in intake]");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RequestType;
+    use crate::store::Channel;
+    use proptest::prelude::*;
+
+    pub(crate) fn ticket(subject: &str, message: &str) -> Ticket {
+        Ticket {
+            id: 1,
+            reference: "LV-7K3M9QXD".into(),
+            created_at: chrono::Utc::now(),
+            channel: Channel::Api,
+            name: "@octocat".into(),
+            email: "ada@example.com".into(),
+            picked_type: RequestType::Product,
+            filed_type: RequestType::Security,
+            unsupported: None,
+            needs_triage: false,
+            signals: vec![],
+            subject: subject.into(),
+            message: message.into(),
+            account: None,
+            page_url: None,
+            ack_message_id: None,
+            github_issue: None,
+        }
+    }
+
+    /// The content of each fenced block, read as a CommonMark reader would: a block opened by a
+    /// run of N >= 3 backticks ends at the first line of at least N backticks alone.
+    fn fenced_blocks(body: &str) -> (Vec<String>, String) {
+        let mut blocks = Vec::new();
+        let mut outside = String::new();
+        let mut lines = body.split('\n');
+        while let Some(line) = lines.next() {
+            let ticks = line.chars().take_while(|c| *c == '`').count();
+            if ticks >= 3 {
+                let mut content = Vec::new();
+                for inner in lines.by_ref() {
+                    let t = inner.trim_end();
+                    if t.len() >= ticks && t.chars().all(|c| c == '`') {
+                        break;
+                    }
+                    content.push(inner);
+                }
+                blocks.push(content.join("\n"));
+            } else {
+                outside.push_str(line);
+                outside.push('\n');
+            }
+        }
+        (blocks, outside)
+    }
+
+    #[test]
+    fn the_body_carries_reference_signals_checklist_and_marker() {
+        let b = issue_body(&ticket("Login broken", "Please look."), false);
+        assert!(b.contains("LV-7K3M9QXD"));
+        assert!(b.contains("the customer picked Product"));
+        assert!(b.contains("- [ ] Customer answered"));
+        assert!(b.ends_with("<!-- intake-ticket: LV-7K3M9QXD -->\n"));
+        assert!(
+            !b.contains("ada@example.com") && !b.contains("octocat"),
+            "no contact details in public"
+        );
+        let private = issue_body(&ticket("Login broken", "Please look."), true);
+        assert!(private.contains("Email: ada@example.com"));
+        let (blocks, outside) = fenced_blocks(&private);
+        assert!(blocks[0].contains("@octocat"), "the name is inside a fence");
+        assert!(!outside.contains("@octocat"));
+    }
+
+    #[test]
+    fn titles_lose_controls_and_bidi_and_stop_at_256() {
+        let t = issue_title(&ticket("a\u{202E}b\u{2066}c\u{7}d", "m"));
+        assert_eq!(t, "[Security] abcd");
+        let long = issue_title(&ticket(&"x".repeat(400), "m"));
+        assert_eq!(long.chars().count(), TITLE_MAX);
+    }
+
+    #[test]
+    fn a_fence_is_longer_than_any_backtick_run() {
+        let f = fenced("a ```` b\n`````\nc");
+        assert!(f.starts_with("``````text\n"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn customer_text_is_inert_and_recoverable(
+            subject in "[^\u{0}-\u{1f}\u{7f}-\u{9f}\u{202a}-\u{202e}\u{2066}-\u{2069}\u{200e}\u{200f}\u{61c}]{1,40}",
+            message in "(`{1,7}|@[a-z]{1,8}|#[0-9]{1,4}|[a-z]{1,5}/[a-z]{1,5}#[0-9]|<script>|<img src=x>|\\*\\*|\n|~~~|[ a-zA-Z0-9])+",
+        ) {
+            let t = ticket(&subject, &message);
+            let body = issue_body(&t, false);
+            let (blocks, outside) = fenced_blocks(&body);
+            // Subject and message come back exactly from their blocks.
+            prop_assert_eq!(blocks.len(), 2);
+            prop_assert_eq!(&blocks[0], &subject);
+            prop_assert_eq!(&blocks[1], &message);
+            // Outside the fences only our own text: no mention, reference or HTML from the customer.
+            let ours = outside.replace("<!-- intake-ticket: LV-7K3M9QXD -->", "");
+            prop_assert!(!ours.contains('@'));
+            prop_assert!(!regex::Regex::new("#[0-9A-Za-z]").unwrap().is_match(&ours));
+            prop_assert!(!ours.contains('<'));
+            prop_assert!(body.chars().count() <= BODY_MAX);
+        }
+    }
+}
