@@ -6,6 +6,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::AppState;
+use crate::store::JobKind;
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -96,13 +97,13 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         detail: state.delivery_config.email_detail.clone(),
     };
     let github = match &state.delivery_config.github_missing {
-        None => Check {
-            status: Status::Ok,
-            detail: "configured".to_owned(),
-        },
-        Some(missing) => Check {
-            status: Status::NotConfigured,
-            detail: format!("filing waits: {missing}"),
+        Some(missing) => Check { status: Status::NotConfigured, detail: format!("filing waits: {missing}") },
+        None => match state.store.waiting_reason(JobKind::GithubIssue).await {
+            Ok(Some(reason)) => Check {
+                status: Status::Degraded,
+                detail: format!("some issues wait: {}", reason.trim_start_matches("waiting: ")),
+            },
+            _ => Check { status: Status::Ok, detail: "configured".to_owned() },
         },
     };
 

@@ -282,6 +282,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the next job of `kinds` falls due, if any is waiting.
     async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Wakes `wake` whenever another process commits new jobs. PostgreSQL uses LISTEN/NOTIFY;
+    /// SQLite has one process, whose writer wakes its workers directly.
+    async fn listen_for_jobs(&self, wake: Arc<tokio::sync::Notify>) -> Result<(), StoreError> {
+        let _ = wake;
+        Ok(())
+    }
+
+    /// Why jobs of `kind` wait, if some wait on something outside them (configuration, visibility).
+    async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError>;
 }
 
 /// The domain of an address, lowercased: acknowledgements are capped per domain too.

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use tokio::sync::Notify;
 use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
@@ -15,6 +18,9 @@ use super::{
     STATEMENT_CACHE_CAPACITY,
 };
 use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, JobOutcome};
+
+/// The channel on which a commit with new jobs is announced.
+const NOTIFY_CHANNEL: &str = "intake_outbox";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -187,8 +193,31 @@ impl Store for PostgresStore {
     async fn insert_tickets(&self, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let outcomes = write_batch(&mut Tx(&mut tx), batch).await?;
+        if outcomes.iter().any(|o| matches!(o, InsertOutcome::Created(_))) {
+            // Delivered at commit to every instance listening: their workers pick the jobs up at once.
+            sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    async fn listen_for_jobs(&self, wake: Arc<Notify>) -> Result<(), StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        // PgListener reconnects on the next recv; wake the worker so it polls meanwhile.
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        wake.notify_one();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn ticket_by_reference(&self, reference: &str) -> Result<Option<Ticket>, StoreError> {
@@ -372,5 +401,15 @@ impl Store for PostgresStore {
             kinds_sql(kinds)
         );
         Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
+    }
+
+    async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT last_error FROM deliveries WHERE kind = $1 AND state = 'pending' AND last_error LIKE 'waiting:%' \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind.id())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }

@@ -427,4 +427,14 @@ impl Store for SqliteStore {
         let at: Option<i64> = sqlx::query_scalar(&sql).fetch_one(&self.reader).await?;
         at.map(from_ms).transpose()
     }
+
+    async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT last_error FROM deliveries WHERE kind = ? AND state = 'pending' AND last_error LIKE 'waiting:%' \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind.id())
+        .fetch_optional(&self.reader)
+        .await?)
+    }
 }
