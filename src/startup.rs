@@ -145,7 +145,10 @@ impl Application {
             tracing::info!("server.form_secret is not set: form tokens are signed with a key drawn at start (set it when running several instances)");
         }
 
-        store.listen_for_jobs(Arc::clone(&wake)).await.context("listening for new jobs")?;
+        store
+            .listen_for_jobs(Arc::clone(&wake))
+            .await
+            .context("listening for new jobs")?;
         let deliverer = Deliverer::new(delivery_context(&settings, Arc::clone(&store), wake)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let delivery_task = settings

@@ -97,13 +97,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         detail: state.delivery_config.email_detail.clone(),
     };
     let github = match &state.delivery_config.github_missing {
-        Some(missing) => Check { status: Status::NotConfigured, detail: format!("filing waits: {missing}") },
+        Some(missing) => Check {
+            status: Status::NotConfigured,
+            detail: format!("filing waits: {missing}"),
+        },
         None => match state.store.waiting_reason(JobKind::GithubIssue).await {
             Ok(Some(reason)) => Check {
                 status: Status::Degraded,
                 detail: format!("some issues wait: {}", reason.trim_start_matches("waiting: ")),
             },
-            _ => Check { status: Status::Ok, detail: "configured".to_owned() },
+            _ => Check {
+                status: Status::Ok,
+                detail: "configured".to_owned(),
+            },
         },
     };
 

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
-use tokio::sync::Notify;
 use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::Notify;
 
 use super::{
     cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
@@ -195,7 +195,10 @@ impl Store for PostgresStore {
         let outcomes = write_batch(&mut Tx(&mut tx), batch).await?;
         if outcomes.iter().any(|o| matches!(o, InsertOutcome::Created(_))) {
             // Delivered at commit to every instance listening: their workers pick the jobs up at once.
-            sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(outcomes)

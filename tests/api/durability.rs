@@ -12,8 +12,17 @@ use crate::helpers::{valid_ticket, Backend, TestDatabase};
 use crate::on_both_backends;
 
 /// Starts `intake serve` on a free port and returns it with the port it bound.
-fn start(db_url: &str, outbox: &std::path::Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
+pub fn start(db_url: &str, outbox: &std::path::Path) -> (Child, u16) {
+    start_with(db_url, outbox, &[])
+}
+
+/// As [`start`], with more settings in the environment.
+pub fn start_with(db_url: &str, outbox: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .arg("serve")
         .env_remove("INTAKE_CONFIG")
         .env("RUST_LOG", "info")

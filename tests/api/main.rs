@@ -4,10 +4,12 @@ mod helpers;
 
 mod api_tickets;
 mod cli;
+mod delivery_crash;
 mod delivery_email;
 mod delivery_github;
 mod durability;
 mod form;
+mod github_fake;
 mod health;
 mod idempotency;
 mod outbox_queue;
