@@ -7,7 +7,13 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::classify::Classifier;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
 use crate::config::{EmailTransport, Settings, Source};
+use crate::email::Mailer;
+use crate::github::GithubClient;
 use crate::startup;
 
 #[derive(Debug, Parser)]
@@ -133,38 +139,8 @@ async fn check(json: bool, settings: &Settings, source: &Source) -> ExitCode {
             detail: format!("{e:#}"),
         },
     });
-    lines.push(match settings.email.transport {
-        EmailTransport::File => {
-            let dir = &settings.email.file_dir;
-            match std::fs::create_dir_all(dir) {
-                Ok(()) => CheckLine {
-                    name: "email",
-                    ok: true,
-                    detail: format!("file transport, writing to {}", dir.display()),
-                },
-                Err(e) => CheckLine {
-                    name: "email",
-                    ok: false,
-                    detail: format!("cannot create {}: {e}", dir.display()),
-                },
-            }
-        }
-        EmailTransport::Smtp => CheckLine {
-            name: "email",
-            ok: true,
-            detail: "smtp transport configured".to_owned(),
-        },
-    });
-    let delivery = startup::delivery_config(settings);
-    lines.push(CheckLine {
-        name: "github",
-        // Unconfigured filing is a choice, not a failure: jobs wait.
-        ok: true,
-        detail: match delivery.github_missing {
-            Some(m) => format!("not configured ({m}); filing jobs wait in the outbox"),
-            None => format!("{} route(s) configured", settings.github.routes.len()),
-        },
-    });
+    lines.push(check_email(settings).await);
+    lines.extend(check_github(settings).await);
     let ok = lines.iter().all(|l| l.ok);
     if json {
         println!("{}", serde_json::json!({ "ok": ok, "checks": lines }));
@@ -179,4 +155,87 @@ async fn check(json: bool, settings: &Settings, source: &Source) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+async fn check_email(settings: &Settings) -> CheckLine {
+    let line = |ok, detail| CheckLine {
+        name: "email",
+        ok,
+        detail,
+    };
+    let mailer = match Mailer::from_settings(&settings.email) {
+        Ok(m) => m,
+        Err(e) => return line(false, format!("{e:#}")),
+    };
+    match settings.email.transport {
+        EmailTransport::File => line(
+            true,
+            format!("file transport, writing to {}", settings.email.file_dir.display()),
+        ),
+        EmailTransport::Smtp => match mailer.test_connection().await {
+            Ok(()) => line(true, "SMTP server reached; it answered the handshake".to_owned()),
+            Err(e) => line(false, e.message),
+        },
+    }
+}
+
+/// The token and every route: can the token see the repository, and is it private? A security
+/// route to a public repository fails the check, since such tickets would wait forever.
+async fn check_github(settings: &Settings) -> Vec<CheckLine> {
+    let gh = &settings.github;
+    let Some(token) = gh.token.clone().filter(|t| !t.expose_secret().is_empty()) else {
+        return vec![CheckLine {
+            name: "github",
+            // Unconfigured filing is a choice, not a failure: jobs wait.
+            ok: true,
+            detail: "not configured (github.token is not set); filing jobs wait in the outbox".to_owned(),
+        }];
+    };
+    if gh.routes.is_empty() {
+        return vec![CheckLine {
+            name: "github",
+            ok: true,
+            detail: "not configured (no github.routes); filing jobs wait in the outbox".to_owned(),
+        }];
+    }
+    let client = match GithubClient::new(gh.api_url.as_str(), token, Duration::from_secs(gh.timeout_seconds)) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![CheckLine {
+                name: "github",
+                ok: false,
+                detail: format!("{e:#}"),
+            }]
+        }
+    };
+    let mut lines = Vec::new();
+    for (ty, route) in &gh.routes {
+        let line = match client.is_private(&route.repo).await {
+            Ok(true) => CheckLine {
+                name: "github",
+                ok: true,
+                detail: format!("{ty} → {} (private)", route.repo),
+            },
+            Ok(false) if ty == "security" => CheckLine {
+                name: "github",
+                ok: false,
+                detail: format!(
+                    "{ty} → {} is public: security tickets are never filed there",
+                    route.repo
+                ),
+            },
+            Ok(false) => CheckLine {
+                name: "github",
+                ok: true,
+                detail: format!("{ty} → {} (public: issues carry no contact details)", route.repo),
+            },
+            Err(e) => CheckLine {
+                name: "github",
+                ok: false,
+                detail: format!("{ty} → {}: {e}", route.repo),
+            },
+        };
+        lines.push(line);
+    }
+    lines
 }

@@ -125,3 +125,68 @@ fn a_broken_rules_file_is_reported_by_check() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("rules") && stdout.contains("`bad`"), "{stdout}");
 }
+
+async fn intake_async(dir: std::path::PathBuf, args: Vec<&'static str>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        intake(&dir, &args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn check_reaches_smtp_and_github_and_judges_each_route() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let smtp = crate::smtp_server::SmtpServer::start().await;
+    let fake = MockServer::start().await;
+    for (repo, private) in [("acme/support", true), ("acme/public", false)] {
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{repo}")))
+            .and(header("authorization", "Bearer ghp_check"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"private": private})))
+            .mount(&fake)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = vec![
+        ("INTAKE_EMAIL__TRANSPORT", "smtp".to_owned()),
+        ("INTAKE_EMAIL__SMTP_URL", smtp.url()),
+        ("INTAKE_GITHUB__API_URL", fake.uri()),
+        ("INTAKE_GITHUB__TOKEN", "ghp_check".to_owned()),
+        ("INTAKE_GITHUB__ROUTES__BILLING__REPO", "acme/support".to_owned()),
+        ("INTAKE_GITHUB__ROUTES__PRODUCT__REPO", "acme/public".to_owned()),
+    ];
+    let out = intake_async(dir.path().to_path_buf(), vec!["check"], base.clone()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("handshake"), "{stdout}");
+    assert!(stdout.contains("billing → acme/support (private)"), "{stdout}");
+    assert!(stdout.contains("product → acme/public (public"), "{stdout}");
+    assert!(!stdout.contains("ghp_check"), "no token in the report");
+
+    let mut security_public = base.clone();
+    security_public.push(("INTAKE_GITHUB__ROUTES__SECURITY__REPO", "acme/public".to_owned()));
+    let out = intake_async(dir.path().to_path_buf(), vec!["check"], security_public).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("never filed there"));
+
+    let mut gone = base.clone();
+    gone.push(("INTAKE_GITHUB__ROUTES__ACCOUNT__REPO", "acme/gone".to_owned()));
+    let out = intake_async(dir.path().to_path_buf(), vec!["check"], gone).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let mut no_smtp = base;
+    no_smtp[1].1 = "smtp://127.0.0.1:1".to_owned();
+    let out = intake_async(dir.path().to_path_buf(), vec!["check"], no_smtp).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("email") && stdout.contains("FAILED"), "{stdout}");
+}
