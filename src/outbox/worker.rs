@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use super::RetryPolicy;
 use std::collections::BTreeMap;
@@ -77,6 +78,8 @@ pub struct Deliverer {
 
 /// Jobs claimed at once.
 const CLAIM_BATCH: i64 = 32;
+/// Emails sent at once by one process (the SMTP pool keeps up to 4 connections open).
+const EMAIL_CONCURRENCY: usize = 16;
 
 impl Deliverer {
     pub fn new(ctx: DeliveryContext) -> Deliverer {
@@ -95,21 +98,21 @@ impl Deliverer {
     /// Does every job that is due now, and returns how many attempts it made. Tests drive delivery
     /// with this instead of sleeping.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        self.run_due(None, None).await
+        self.run_due(None, None, &self.kinds()).await
     }
 
     /// As [`Deliverer::run_once`], taking `now` as the time jobs fall due (tests step over retry
     /// waits with it; the calls themselves happen now).
     pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.run_due(None, Some(now)).await
+        self.run_due(None, Some(now), &self.kinds()).await
     }
 
     async fn run_due(
         &self,
         shutdown: Option<&watch::Receiver<bool>>,
         at: Option<DateTime<Utc>>,
+        kinds: &[JobKind],
     ) -> Result<usize, StoreError> {
-        let kinds = self.kinds();
         let mut done = 0;
         loop {
             if shutdown.is_some_and(|s| *s.borrow()) {
@@ -118,7 +121,7 @@ impl Deliverer {
             let jobs = self
                 .ctx
                 .store
-                .claim_jobs(&kinds, at.unwrap_or_else(Utc::now), self.ctx.lease, CLAIM_BATCH)
+                .claim_jobs(kinds, at.unwrap_or_else(Utc::now), self.ctx.lease, CLAIM_BATCH)
                 .await?;
             if jobs.is_empty() {
                 return Ok(done);
@@ -144,10 +147,99 @@ impl Deliverer {
     }
 
     /// Runs until `shutdown` turns true; a call in flight finishes first.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let kinds = self.kinds();
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        // One lane per kind, so a slow SMTP server never holds up filing, nor GitHub's one-at-a-time
+        // pace the emails. Each lane has its own wake-up, fed from the shared one.
+        let mut lanes = vec![vec![JobKind::AckEmail]];
+        if self.ctx.github.is_some() {
+            lanes.push(vec![JobKind::GithubIssue]);
+        }
+        let wakes: Vec<Arc<Notify>> = lanes.iter().map(|_| Arc::new(Notify::new())).collect();
+        let fan_out = {
+            let (wake, wakes) = (Arc::clone(&self.ctx.wake), wakes.clone());
+            tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    for w in &wakes {
+                        w.notify_one();
+                    }
+                }
+            })
+        };
+        let lanes = lanes.into_iter().zip(wakes).map(|(kinds, wake)| {
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if kinds == [JobKind::AckEmail] {
+                    me.email_lane(wake, shutdown).await
+                } else {
+                    me.lane(kinds, wake, shutdown).await
+                }
+            })
+        });
+        futures_util::future::join_all(lanes).await;
+        fan_out.abort();
+    }
+
+    /// Emails go out as they come, up to [`EMAIL_CONCURRENCY`] at once: a new job does not wait for
+    /// the slowest send of an earlier batch. Sends in flight at shutdown finish first.
+    async fn email_lane(&self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(EMAIL_CONCURRENCY));
+        let mut sending = JoinSet::new();
+        let kinds = [JobKind::AckEmail];
+        'lane: loop {
+            loop {
+                if *shutdown.borrow() {
+                    break 'lane;
+                }
+                let free = slots.available_permits();
+                if free == 0 {
+                    break;
+                }
+                let jobs = match self
+                    .ctx
+                    .store
+                    .claim_jobs(&kinds, Utc::now(), self.ctx.lease, free as i64)
+                    .await
+                {
+                    Ok(jobs) => jobs,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery: the outbox could not be read; trying again");
+                        break;
+                    }
+                };
+                if jobs.is_empty() {
+                    break;
+                }
+                for job in jobs {
+                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                        break 'lane;
+                    };
+                    let me = self.clone();
+                    sending.spawn(async move {
+                        let _slot = slot;
+                        if let Err(e) = me.attempt(&job).await {
+                            tracing::warn!(error = %e, job = job.id, "delivery: recording an outcome failed; the lease will expire and the job run again");
+                        }
+                    });
+                }
+            }
+            let wait = match self.ctx.store.next_due(&kinds).await {
+                Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(self.ctx.poll),
+                _ => self.ctx.poll,
+            };
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+                Some(_) = sending.join_next(), if !sending.is_empty() => {}
+            }
+        }
+        while sending.join_next().await.is_some() {}
+    }
+
+    async fn lane(&self, kinds: Vec<JobKind>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.run_due(Some(&shutdown), None).await {
+            if let Err(e) = self.run_due(Some(&shutdown), None, &kinds).await {
                 tracing::warn!(error = %e, "delivery: the outbox could not be read; trying again");
             }
             if *shutdown.borrow() {
@@ -158,7 +250,7 @@ impl Deliverer {
                 _ => self.ctx.poll,
             };
             tokio::select! {
-                _ = self.ctx.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }

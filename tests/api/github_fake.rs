@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wiremock::matchers::{header, header_exists, method, path};
@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 pub const TOKEN: &str = "ghp_test_token_0123456789";
 
 #[derive(Clone, Default)]
-struct Issues(Arc<Mutex<Vec<(i64, String)>>>);
+struct Issues(Arc<Mutex<Vec<(i64, String, Instant)>>>);
 
 struct Create {
     issues: Issues,
@@ -30,7 +30,7 @@ impl Respond for Create {
         };
         let mut issues = self.issues.0.lock().unwrap();
         let number = issues.len() as i64 + 1;
-        issues.push((number, body.to_owned()));
+        issues.push((number, body.to_owned(), Instant::now()));
         ResponseTemplate::new(201)
             .set_body_json(json!({
                 "number": number,
@@ -53,7 +53,7 @@ impl Respond for List {
         let list: Vec<Value> = issues
             .iter()
             .rev()
-            .map(|(n, body)| json!({"number": n, "html_url": format!("https://github.com/{}/issues/{n}", self.repo), "body": body}))
+            .map(|(n, body, _)| json!({"number": n, "html_url": format!("https://github.com/{}/issues/{n}", self.repo), "body": body}))
             .collect();
         ResponseTemplate::new(200).set_body_json(list)
     }
@@ -104,12 +104,28 @@ impl StatefulGithub {
     /// How many issues carry each ticket's marker.
     pub fn issues_per_ticket(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
-        for (_, body) in self.issues.0.lock().unwrap().iter() {
-            if let Some(rest) = body.split("<!-- intake-ticket: ").nth(1) {
-                let reference = rest.split(' ').next().unwrap_or("").to_owned();
+        for (_, body, _) in self.issues.0.lock().unwrap().iter() {
+            if let Some(reference) = marker_of(body) {
                 *counts.entry(reference).or_insert(0) += 1;
             }
         }
         counts
     }
+
+    /// When each ticket's (first) issue arrived.
+    #[allow(dead_code)] // the delivery benchmark includes this file and uses it
+    pub fn arrivals(&self) -> HashMap<String, Instant> {
+        let mut at = HashMap::new();
+        for (_, body, when) in self.issues.0.lock().unwrap().iter() {
+            if let Some(reference) = marker_of(body) {
+                at.entry(reference).or_insert(*when);
+            }
+        }
+        at
+    }
+}
+
+fn marker_of(body: &str) -> Option<String> {
+    let rest = body.split("<!-- intake-ticket: ").nth(1)?;
+    Some(rest.split(' ').next().unwrap_or("").to_owned())
 }
