@@ -18,7 +18,7 @@ use crate::config::{GithubRoute, Rate};
 use crate::domain::RequestType;
 use crate::email::{ack_message, ack_message_id, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
-use crate::store::{ClaimedJob, Completion, JobKind, JobOutcome, Store, StoreError};
+use crate::store::{ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError};
 use crate::templates::Templates;
 
 /// What the worker needs, built once from the settings.
@@ -237,15 +237,33 @@ impl Deliverer {
         while sending.join_next().await.is_some() {}
     }
 
+    /// The GitHub lane: one instance at a time files (see [`Store::try_filer_lock`]).
     async fn lane(&self, kinds: Vec<JobKind>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut filer: Option<FilerLock> = None;
+        let mut asked: Option<std::time::Instant> = None;
         loop {
-            if let Err(e) = self.run_due(Some(&shutdown), None, &kinds).await {
-                tracing::warn!(error = %e, "delivery: the outbox could not be read; trying again");
+            // Ask for the role at most once per poll interval, not at every wake-up.
+            if filer.is_none() && asked.is_none_or(|t| t.elapsed() >= self.ctx.poll) {
+                asked = Some(std::time::Instant::now());
+                filer = match self.ctx.store.try_filer_lock().await {
+                    Ok(lock) => lock,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery: could not ask for the filer role; trying again");
+                        None
+                    }
+                };
+            }
+            if filer.is_some() {
+                if let Err(e) = self.run_due(Some(&shutdown), None, &kinds).await {
+                    tracing::warn!(error = %e, "delivery: the outbox could not be read; trying again");
+                }
             }
             if *shutdown.borrow() {
                 return;
             }
+            // Not the filer: the jobs are another instance's to do; look again after a poll.
             let wait = match self.ctx.store.next_due(&kinds).await {
+                _ if filer.is_none() => self.ctx.poll,
                 Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(self.ctx.poll),
                 _ => self.ctx.poll,
             };

@@ -221,6 +221,35 @@ pub enum JobOutcome {
     Wait { at: DateTime<Utc>, reason: String },
 }
 
+/// The columns an outcome sets on its job row, shared by both backends.
+struct OutcomeRow<'a> {
+    state: &'static str,
+    run_at: Option<DateTime<Utc>>,
+    error: Option<&'a str>,
+    done_at: Option<DateTime<Utc>>,
+    /// 1 when the attempt is not to count (a wait), else 0.
+    refund: i32,
+}
+
+impl JobOutcome {
+    fn row(&self, now: DateTime<Utc>) -> OutcomeRow<'_> {
+        let (state, run_at, error, done_at) = match self {
+            JobOutcome::Done(_) => ("done", None, None, Some(now)),
+            JobOutcome::Retry { at, error } => ("pending", Some(*at), Some(error.as_str()), None),
+            JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
+            JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
+            JobOutcome::Wait { at, reason } => ("pending", Some(*at), Some(reason.as_str()), None),
+        };
+        OutcomeRow {
+            state,
+            run_at,
+            error,
+            done_at,
+            refund: i32::from(matches!(self, JobOutcome::Wait { .. })),
+        }
+    }
+}
+
 /// The record a finished job leaves on its ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
@@ -290,9 +319,19 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Makes this process the one that files GitHub issues, so that creates go one at a time per
+    /// token even with several instances. `None` while another instance holds the role; dropping
+    /// the guard (or the process dying) gives it up.
+    async fn try_filer_lock(&self) -> Result<Option<FilerLock>, StoreError> {
+        Ok(Some(FilerLock(None)))
+    }
+
     /// Why jobs of `kind` wait, if some wait on something outside them (configuration, visibility).
     async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError>;
 }
+
+/// Held while this process files GitHub issues (see [`Store::try_filer_lock`]).
+pub struct FilerLock(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);
 
 /// The domain of an address, lowercased: acknowledgements are capped per domain too.
 pub fn email_domain(email: &str) -> String {

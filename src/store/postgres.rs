@@ -17,7 +17,10 @@ use super::{
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
     STATEMENT_CACHE_CAPACITY,
 };
-use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, JobOutcome};
+use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, FilerLock, JobOutcome};
+
+/// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
+const FILER_LOCK_KEY: i64 = 0x696e_7461_6b65_6768;
 
 /// The channel on which a commit with new jobs is announced.
 const NOTIFY_CHANNEL: &str = "intake_outbox";
@@ -204,6 +207,17 @@ impl Store for PostgresStore {
         Ok(outcomes)
     }
 
+    async fn try_filer_lock(&self) -> Result<Option<FilerLock>, StoreError> {
+        // A session-level advisory lock on a connection of its own: no transaction stays open, and
+        // the lock goes with the connection when the process dies.
+        let mut conn = self.pool.acquire().await?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(FILER_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then(|| FilerLock(Some(Box::new(tokio::sync::Mutex::new(conn))))))
+    }
+
     async fn listen_for_jobs(&self, wake: Arc<Notify>) -> Result<(), StoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
@@ -327,27 +341,20 @@ impl Store for PostgresStore {
 
     async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (state, run_at, error, done_at) = match outcome {
-            JobOutcome::Done(_) => ("done", None, None, Some(now)),
-            JobOutcome::Retry { at, error } => ("pending", Some(*at), Some(error.as_str()), None),
-            JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
-            JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
-            JobOutcome::Wait { at, reason } => ("pending", Some(*at), Some(reason.as_str()), None),
-        };
-        let refund = i32::from(matches!(outcome, JobOutcome::Wait { .. }));
+        let row = outcome.row(now);
         let updated = sqlx::query(
             "UPDATE deliveries SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, done_at = $4, \
              lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8 \
              WHERE id = $6 AND lease_token = $7 AND state = 'running'",
         )
-        .bind(state)
-        .bind(run_at)
-        .bind(error)
-        .bind(done_at)
+        .bind(row.state)
+        .bind(row.run_at)
+        .bind(row.error)
+        .bind(row.done_at)
         .bind(now)
         .bind(job.id)
         .bind(&job.lease_token)
-        .bind(refund)
+        .bind(row.refund)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {

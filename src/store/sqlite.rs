@@ -346,27 +346,19 @@ impl Store for SqliteStore {
     }
 
     async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let now = ms(now);
         let mut tx = self.writer.begin().await?;
-        let (state, run_at, error, done_at) = match outcome {
-            JobOutcome::Done(_) => ("done", None, None, Some(now)),
-            JobOutcome::Retry { at, error } => ("pending", Some(ms(*at)), Some(error.as_str()), None),
-            JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
-            JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
-            JobOutcome::Wait { at, reason } => ("pending", Some(ms(*at)), Some(reason.as_str()), None),
-        };
-        let refund = i32::from(matches!(outcome, JobOutcome::Wait { .. }));
+        let row = outcome.row(now);
         let updated = sqlx::query(
             "UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), last_error = ?, done_at = ?, \
              lease_until = NULL, lease_token = NULL, updated_at = ?, attempts = attempts - ? \
              WHERE id = ? AND lease_token = ? AND state = 'running'",
         )
-        .bind(state)
-        .bind(run_at)
-        .bind(error)
-        .bind(done_at)
-        .bind(now)
-        .bind(refund)
+        .bind(row.state)
+        .bind(row.run_at.map(ms))
+        .bind(row.error)
+        .bind(row.done_at.map(ms))
+        .bind(ms(now))
+        .bind(row.refund)
         .bind(job.id)
         .bind(&job.lease_token)
         .execute(&mut *tx)
@@ -384,7 +376,7 @@ impl Store for SqliteStore {
                 sqlx::query("INSERT INTO ack_log (email, domain, sent_at) VALUES (?, ?, ?)")
                     .bind(email)
                     .bind(email_domain(email))
-                    .bind(now)
+                    .bind(ms(now))
                     .execute(&mut *tx)
                     .await?;
             }

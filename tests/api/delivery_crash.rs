@@ -179,3 +179,60 @@ async fn two_instances_on_one_postgres_database_share_the_work_once() {
     let by_b = mails.iter().filter(|m| m.decoded().contains("InstanceB")).count();
     assert!(by_a > 0 && by_b > 0, "both instances delivered: {by_a} and {by_b}");
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_call_in_flight_finish_and_records_it() {
+    let db = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let outbox = tempfile::tempdir().unwrap();
+    // Each create takes 1.5 s at the fake: the signal lands in the middle of one.
+    let github = StatefulGithub::start("acme/support", Duration::from_millis(1500)).await;
+    let smtp = SmtpServer::start().await;
+    let mut env = delivery_env(&github, &smtp);
+    env.push(("INTAKE_GITHUB__TIMEOUT_SECONDS", "10".to_owned()));
+    let (mut child, port) = start_with(db.url(), outbox.path(), &env);
+    let refs = submit_many(port, 3, "term").await;
+    let started = Instant::now();
+    while github.created() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "filing did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exited.success(), "clean exit: {exited:?}");
+    // The create in flight at the signal was answered and recorded: nothing half-done.
+    let store = intake::store::connect(&SecretString::from(db.url().to_owned()), 2)
+        .await
+        .unwrap();
+    let filed: Vec<_> = {
+        let mut v = Vec::new();
+        for r in &refs {
+            v.push(
+                store
+                    .ticket_by_reference(r)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .github_issue
+                    .is_some(),
+            );
+        }
+        v
+    };
+    assert_eq!(
+        filed.iter().filter(|f| **f).count(),
+        github.created(),
+        "every issue created is on record"
+    );
+    let stats = store.outbox_stats(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        stats.pending as usize,
+        refs.len() - github.created(),
+        "the rest waits for the next start"
+    );
+}

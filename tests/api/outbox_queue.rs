@@ -266,7 +266,32 @@ async fn concurrent_claims_never_hand_out_a_job_twice(backend: Backend) {
     assert_eq!(total, 120);
 }
 
+async fn one_process_at_a_time_holds_the_filer_role(backend: Backend) {
+    let Some((db, store)) = open(backend).await else { return };
+    let other = store::connect(&SecretString::from(db.url().to_owned()), 2)
+        .await
+        .unwrap();
+    let first = store.try_filer_lock().await.unwrap();
+    assert!(first.is_some());
+    if backend == Backend::Postgres {
+        assert!(other.try_filer_lock().await.unwrap().is_none(), "held by the first");
+        drop(first);
+        let started = std::time::Instant::now();
+        loop {
+            if other.try_filer_lock().await.unwrap().is_some() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "released when the holder lets go"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 on_both_backends!(
+    one_process_at_a_time_holds_the_filer_role,
     a_claim_leases_due_jobs_of_the_asked_kinds_once,
     an_expired_lease_is_taken_over_and_the_old_holder_cannot_finish,
     a_retry_waits_until_its_time_and_dead_jobs_show_in_stats,
