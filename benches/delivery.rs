@@ -6,8 +6,11 @@
 //!     cargo bench --bench delivery                 # SQLite
 //!     INTAKE_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench delivery
 
+// The test suite's fakes, shared rather than copied; the benchmark uses part of each.
+#[allow(dead_code)]
 #[path = "../tests/api/github_fake.rs"]
 mod github_fake;
+#[allow(dead_code)]
 #[path = "../tests/api/smtp_server.rs"]
 mod smtp_server;
 

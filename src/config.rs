@@ -142,6 +142,8 @@ pub struct EmailSettings {
     pub transport: EmailTransport,
     /// lettre SMTP URL; may carry credentials.
     pub smtp_url: Option<SecretString>,
+    /// PEM certificate(s) to trust besides the public roots, for a relay with a private CA.
+    pub smtp_ca_file: Option<PathBuf>,
     pub file_dir: PathBuf,
     pub from: String,
     pub reply_to: Option<String>,
@@ -152,6 +154,7 @@ impl Default for EmailSettings {
         EmailSettings {
             transport: EmailTransport::File,
             smtp_url: None,
+            smtp_ca_file: None,
             file_dir: PathBuf::from("data/outbox"),
             from: "Support <support@localhost>".to_owned(),
             reply_to: None,
@@ -482,6 +485,14 @@ impl Settings {
         }
         if self.limits.min_fill_seconds > 3600 {
             return Err(ConfigError::key("limits.min_fill_seconds", "must be at most 3600"));
+        }
+        if let Some(p) = &self.email.smtp_ca_file {
+            if !p.is_file() {
+                return Err(ConfigError::key(
+                    "email.smtp_ca_file",
+                    format!("`{}` does not exist or is not a file", p.display()),
+                ));
+            }
         }
         if let Some(p) = &self.classify.rules_file {
             if !p.is_file() {

@@ -5,6 +5,7 @@ mod ack;
 
 use std::time::Duration;
 
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
@@ -43,8 +44,14 @@ impl Mailer {
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("email.smtp_url is required for the smtp transport"))?;
                 // The URL may hold a password: the error names the key, never the value.
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
-                    .map_err(|e| anyhow::anyhow!("email.smtp_url is not a valid SMTP URL: {}", redact(&e)))?
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                    .map_err(|e| anyhow::anyhow!("email.smtp_url is not a valid SMTP URL: {}", redact(&e)))?;
+                if let Some(ca) = &settings.smtp_ca_file {
+                    if let Some(tls) = tls_with_extra_root(url.expose_secret(), ca)? {
+                        builder = builder.tls(tls);
+                    }
+                }
+                let transport = builder
                     .timeout(Some(Duration::from_secs(30)))
                     .pool_config(PoolConfig::new().max_size(4).idle_timeout(Duration::from_secs(60)))
                     .build();
@@ -90,6 +97,33 @@ impl Mailer {
             },
         }
     }
+}
+
+/// The TLS mode the URL asks for (`smtps://` implicit, `?tls=required|opportunistic` STARTTLS),
+/// trusting the certificates in `ca` besides the public roots; `None` for a URL without TLS.
+fn tls_with_extra_root(url: &str, ca: &std::path::Path) -> anyhow::Result<Option<Tls>> {
+    let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("email.smtp_ca_file: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|_| anyhow::anyhow!("email.smtp_url is not a valid URL"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("email.smtp_url has no host"))?;
+    let params = TlsParameters::builder(host.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .add_root_certificate(
+            Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("email.smtp_ca_file is not a PEM certificate: {e}"))?,
+        )
+        .build_rustls()
+        .map_err(|e| anyhow::anyhow!("email.smtp_ca_file: {e}"))?;
+    let mode = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    Ok(match (parsed.scheme(), mode.as_deref()) {
+        ("smtps", _) => Some(Tls::Wrapper(params)),
+        (_, Some("required")) => Some(Tls::Required(params)),
+        (_, Some("opportunistic")) => Some(Tls::Opportunistic(params)),
+        _ => None,
+    })
 }
 
 /// lettre's errors can quote the server's reply but not our credentials; keep only the first line

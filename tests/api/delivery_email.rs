@@ -213,3 +213,52 @@ async fn a_running_worker_sends_a_new_acknowledgement_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Over STARTTLS with credentials, and over implicit TLS: the server's certificate is trusted
+/// through `email.smtp_ca_file`, as for a relay with a private CA.
+#[tokio::test]
+async fn the_acknowledgement_goes_over_starttls_with_credentials_and_over_implicit_tls() {
+    for implicit in [false, true] {
+        let smtp = SmtpServer::start_tls(implicit).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("relay-ca.pem");
+        std::fs::write(&ca, smtp.certificate_pem.as_deref().unwrap()).unwrap();
+        let url = if implicit {
+            format!("smtps://relay-user:s3cret@127.0.0.1:{}", smtp.port)
+        } else {
+            format!("smtp://relay-user:s3cret@127.0.0.1:{}?tls=required", smtp.port)
+        };
+        let app = spawn_app_with(Backend::Sqlite, move |s| {
+            s.email.transport = intake::config::EmailTransport::Smtp;
+            s.email.smtp_url = Some(SecretString::from(url));
+            s.email.smtp_ca_file = Some(ca);
+        })
+        .await
+        .unwrap();
+        let reference = submit(&app, &valid_ticket()).await;
+        app.deliverer.run_once().await.unwrap();
+        let mail = smtp.received();
+        assert_eq!(mail.len(), 1, "implicit={implicit}");
+        assert!(mail[0].tls, "sent over TLS (implicit={implicit})");
+        assert_eq!(mail[0].user.as_deref(), Some("relay-user"));
+        assert!(mail[0].decoded().contains(&reference));
+    }
+}
+
+#[tokio::test]
+async fn without_trust_in_the_relay_certificate_nothing_is_sent_in_clear() {
+    let smtp = SmtpServer::start_tls(false).await;
+    let url = format!("smtp://127.0.0.1:{}?tls=required", smtp.port);
+    let app = spawn_app_with(Backend::Sqlite, move |s| {
+        s.email.transport = intake::config::EmailTransport::Smtp;
+        s.email.smtp_url = Some(SecretString::from(url));
+    })
+    .await
+    .unwrap();
+    let reference = submit(&app, &valid_ticket()).await;
+    app.deliverer.run_once().await.unwrap();
+    assert!(smtp.received().is_empty());
+    let t = app.store.ticket_by_reference(&reference).await.unwrap().unwrap();
+    let ack = app.store.deliveries_for_ticket(t.id).await.unwrap().remove(0);
+    assert_eq!(ack.state, "pending", "kept for a retry, not lost");
+}
