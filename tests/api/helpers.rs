@@ -273,3 +273,32 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// A fresh database of `backend` with the schema, and a store on it, for tests below the HTTP layer.
+pub async fn open_store(backend: Backend, connections: u32) -> Option<(TestDatabase, Arc<dyn Store>)> {
+    let db = TestDatabase::create(backend).await?;
+    let store = intake::store::connect(&SecretString::from(db.url().to_owned()), connections)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    Some((db, store))
+}
+
+/// A ticket ready to store, classified as the service would, with both delivery jobs.
+pub fn new_ticket(raw: intake::domain::RawSubmission, key: Option<&str>) -> intake::store::NewTicket {
+    let submission = raw.validate().unwrap();
+    let classification = intake::classify::Classifier::builtin().classify(
+        submission.request_type,
+        &submission.subject,
+        &submission.message,
+    );
+    intake::store::NewTicket {
+        reference: intake::domain::Reference::generate("LV"),
+        created_at: chrono::Utc::now(),
+        channel: intake::store::Channel::Api,
+        submission,
+        classification,
+        idempotency_key: key.map(|k| intake::domain::IdempotencyKey::from_api(k).unwrap()),
+        jobs: vec![intake::store::JobKind::AckEmail, intake::store::JobKind::GithubIssue],
+    }
+}

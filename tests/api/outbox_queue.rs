@@ -5,23 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
-use intake::classify::Classifier;
-use intake::domain::{RawSubmission, Reference};
-use intake::store::{self, Channel, Completion, JobKind, JobOutcome, NewTicket, Store};
+use intake::domain::RawSubmission;
+use intake::store::{self, Completion, JobKind, JobOutcome, NewTicket, Store};
 use secrecy::SecretString;
 
-use crate::helpers::{Backend, TestDatabase};
+use crate::helpers::{new_ticket, open_store, Backend, TestDatabase};
 use crate::on_both_backends;
 
 const LEASE: Duration = Duration::from_secs(60);
 
 async fn open(backend: Backend) -> Option<(TestDatabase, Arc<dyn Store>)> {
-    let db = TestDatabase::create(backend).await?;
-    let store = store::connect(&SecretString::from(db.url().to_owned()), 6)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    Some((db, store))
+    open_store(backend, 6).await
 }
 
 fn ticket(email: &str) -> NewTicket {
@@ -33,18 +27,7 @@ fn ticket(email: &str) -> NewTicket {
         message: Some("Please send the invoice again.".into()),
         ..Default::default()
     };
-    let submission = raw.validate().unwrap();
-    let classification =
-        Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
-    NewTicket {
-        reference: Reference::generate("LV"),
-        created_at: Utc::now(),
-        channel: Channel::Api,
-        submission,
-        classification,
-        idempotency_key: None,
-        jobs: vec![JobKind::AckEmail, JobKind::GithubIssue],
-    }
+    new_ticket(raw, None)
 }
 
 async fn seed(store: &Arc<dyn Store>, n: usize) {

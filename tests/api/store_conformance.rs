@@ -3,21 +3,14 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use intake::classify::Classifier;
-use intake::domain::{IdempotencyKey, RawSubmission, Reference};
-use intake::store::{self, Channel, InsertOutcome, JobKind, NewTicket, Store};
-use secrecy::SecretString;
+use intake::domain::RawSubmission;
+use intake::store::{InsertOutcome, JobKind, NewTicket, Store};
 
-use crate::helpers::{Backend, TestDatabase};
+use crate::helpers::{new_ticket, open_store, Backend, TestDatabase};
 use crate::on_both_backends;
 
 async fn open(backend: Backend) -> Option<(TestDatabase, Arc<dyn Store>)> {
-    let db = TestDatabase::create(backend).await?;
-    let store = store::connect(&SecretString::from(db.url().to_owned()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    Some((db, store))
+    open_store(backend, 4).await
 }
 
 fn ticket(subject: &str, key: Option<&str>) -> NewTicket {
@@ -30,18 +23,7 @@ fn ticket(subject: &str, key: Option<&str>) -> NewTicket {
         account: Some("acct-7".into()),
         page_url: None,
     };
-    let submission = raw.validate().unwrap();
-    let classification =
-        Classifier::builtin().classify(submission.request_type, &submission.subject, &submission.message);
-    NewTicket {
-        reference: Reference::generate("LV"),
-        created_at: Utc::now(),
-        channel: Channel::Api,
-        submission,
-        classification,
-        idempotency_key: key.map(|k| IdempotencyKey::from_api(k).unwrap()),
-        jobs: vec![JobKind::AckEmail, JobKind::GithubIssue],
-    }
+    new_ticket(raw, key)
 }
 
 fn reference_of(o: &InsertOutcome) -> &str {
