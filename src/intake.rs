@@ -31,6 +31,10 @@ impl Intake {
         }
     }
 
+    pub fn reference_prefix(&self) -> &str {
+        &self.reference_prefix
+    }
+
     /// Stores the ticket and its jobs in one transaction and returns once that is durable.
     pub async fn submit(
         &self,

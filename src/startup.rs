@@ -163,6 +163,7 @@ impl Application {
             form_tokens: FormTokens::new(settings.server.form_secret.as_ref()),
             site_name: settings.server.site_name.clone(),
             delivery_config: delivery,
+            min_fill_seconds: settings.limits.min_fill_seconds,
         });
 
         let listener = TcpListener::bind(settings.server.listen)

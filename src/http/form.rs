@@ -123,7 +123,14 @@ pub async fn show(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The form fields as sent; the first of a repeated field wins.
-fn form_fields(body: &[u8]) -> Option<(RawSubmission, String)> {
+/// What a form post carries besides the customer's fields.
+struct FormExtras {
+    token: String,
+    /// The hidden field people never see and bots fill in.
+    honeypot: String,
+}
+
+fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let raw = RawSubmission {
@@ -135,7 +142,37 @@ fn form_fields(body: &[u8]) -> Option<(RawSubmission, String)> {
         account: get("account"),
         page_url: get("page_url"),
     };
-    Some((raw, get("form_token").unwrap_or_default()))
+    let extras = FormExtras {
+        token: get("form_token").unwrap_or_default(),
+        honeypot: get("website").unwrap_or_default(),
+    };
+    Some((raw, extras))
+}
+
+/// A bot is answered as if it had succeeded (a confirmation page with a reference that exists
+/// nowhere), so it learns nothing; nothing is stored, mailed or filed. One WARN line in the fixed
+/// `client=<ip> reason=<…>` form is left for Fail2Ban.
+fn looks_accepted(state: &AppState, req: &HttpRequest, reason: &'static str) -> HttpResponse {
+    let client = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    tracing::warn!(client = %client, reason = %reason, "refused a form submission");
+    #[derive(Serialize)]
+    struct Submitted<'a> {
+        site_name: &'a str,
+        reference: String,
+        type_label: &'static str,
+    }
+    let page = Submitted {
+        site_name: &state.site_name,
+        reference: Reference::generate(state.intake.reference_prefix()).to_string(),
+        type_label: "support",
+    };
+    match state.templates.render("submitted.html", page) {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(_) => HttpResponse::Ok().finish(),
+    }
 }
 
 #[tracing::instrument(name = "form_submit", skip_all)]
@@ -162,7 +199,7 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             return error_page(&state, StatusCode::BAD_REQUEST, "The form arrived incomplete", "Please go back and send it again.")
         }
     };
-    let Some((raw, token)) = form_fields(&body) else {
+    let Some((raw, extras)) = form_fields(&body) else {
         return error_page(
             &state,
             StatusCode::BAD_REQUEST,
@@ -171,6 +208,10 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
         );
     };
 
+    let token = extras.token;
+    if !extras.honeypot.is_empty() {
+        return looks_accepted(&state, &req, "honeypot");
+    }
     let now = Utc::now();
     let verified = match state.form_tokens.verify(&token, now) {
         Ok(v) => v,
@@ -187,6 +228,10 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             );
         }
     };
+
+    if (now - verified.issued_at).num_seconds() < state.min_fill_seconds as i64 {
+        return looks_accepted(&state, &req, "too-fast");
+    }
 
     let submission = match raw.validate() {
         Ok(s) => s,

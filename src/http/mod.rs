@@ -37,6 +37,8 @@ pub struct AppState {
     pub form_tokens: FormTokens,
     pub site_name: String,
     pub delivery_config: DeliveryConfig,
+    /// A form sent sooner than this after it was rendered is a bot's.
+    pub min_fill_seconds: u64,
 }
 
 /// No script, no inline style, nothing from elsewhere, never framed.

@@ -172,3 +172,40 @@ async fn an_unsupported_request_sees_the_policy_on_its_confirmation() {
         .unwrap();
     assert!(html.contains("retention policy"), "{html}");
 }
+
+#[tokio::test]
+async fn a_filled_honeypot_looks_accepted_but_nothing_is_stored() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let (_, token) = app.get_form().await;
+    let mut fields = valid_fields(&token);
+    fields[1].1 = "http://spam.example".to_owned(); // the hidden `website` field
+    let res = app.post_form(&as_refs(&fields)).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let reference = regex::Regex::new(r"LV-[0-9A-Z]{8}")
+        .unwrap()
+        .find(&html)
+        .expect("a reference")
+        .as_str()
+        .to_owned();
+    assert_eq!(app.ticket_count().await, 0);
+    assert_eq!(
+        app.get(&format!("/submitted/{reference}")).await.status(),
+        404,
+        "the reference exists nowhere"
+    );
+    assert_eq!(app.deliverer.run_once().await.unwrap(), 0, "nothing to mail or file");
+}
+
+#[tokio::test]
+async fn a_form_sent_faster_than_a_person_can_fill_it_is_not_stored() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |s| s.limits.min_fill_seconds = 30)
+        .await
+        .unwrap();
+    let (_, token) = app.get_form().await;
+    let fields = valid_fields(&token);
+    let res = app.post_form(&as_refs(&fields)).await;
+    assert_eq!(res.status(), 200, "answered as if accepted");
+    assert!(res.text().await.unwrap().contains("We have your request"));
+    assert_eq!(app.ticket_count().await, 0);
+}

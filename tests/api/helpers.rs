@@ -140,6 +140,8 @@ pub fn test_settings(db_url: &str, outbox: &std::path::Path) -> Settings {
     s.database.max_connections = 4;
     s.email.file_dir = outbox.to_path_buf();
     s.tickets.reference_prefix = "LV".to_owned();
+    // Forms in tests are sent at once; the bot timing check has tests of its own.
+    s.limits.min_fill_seconds = 0;
     // Tests drive delivery step by step with `app.deliverer.run_once()`.
     s.delivery.enabled = false;
     s
