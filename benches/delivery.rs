@@ -38,6 +38,7 @@ fn settings(
     s.email.smtp_url = Some(SecretString::from(smtp.url()));
     s.email.file_dir = outbox.to_path_buf();
     s.limits.acks_per_email = "1000000/day".parse().unwrap();
+    s.limits.acks_per_domain = "1000000/day".parse().unwrap();
     s.github.api_url = github.server.uri().parse().unwrap();
     s.github.token = Some(SecretString::from(TOKEN));
     s.github.pacing = false;

@@ -82,6 +82,11 @@ pub struct ServerSettings {
     pub workers: usize,
     /// The name shown on the form's pages.
     pub site_name: String,
+    /// Open connections the whole process holds at most; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A client must send a request's head, and then its body, within this many seconds each
+    /// (slow clients must not hold connections).
+    pub request_timeout_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +98,8 @@ impl Default for ServerSettings {
             form_secret: None,
             workers: 0,
             site_name: "intake".to_owned(),
+            max_connections: 1024,
+            request_timeout_seconds: 10,
         }
     }
 }
@@ -269,7 +276,12 @@ pub struct LimitsSettings {
     pub per_ip: Rate,
     pub per_email: Rate,
     pub acks_per_email: Rate,
+    /// Acknowledgements to all addresses of one domain, so a flood cannot mail one organisation.
+    pub acks_per_domain: Rate,
     pub min_fill_seconds: u64,
+    /// Clients (and email addresses) each rate limiter keeps track of at most; past it, and after
+    /// pruning, new submissions are refused with 429 rather than memory growing without bound.
+    pub max_tracked_clients: usize,
 }
 
 impl Default for LimitsSettings {
@@ -287,7 +299,12 @@ impl Default for LimitsSettings {
                 count: 3,
                 per: Duration::from_secs(86_400),
             },
+            acks_per_domain: Rate {
+                count: 50,
+                per: Duration::from_secs(3600),
+            },
             min_fill_seconds: 2,
+            max_tracked_clients: 500_000,
         }
     }
 }
@@ -408,6 +425,18 @@ impl Settings {
         }
         if !(1..=4096).contains(&self.database.max_batch) {
             return Err(ConfigError::key("database.max_batch", "must be between 1 and 4096"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::key("server.max_connections", "must be at least 1"));
+        }
+        if !(1..=300).contains(&self.server.request_timeout_seconds) {
+            return Err(ConfigError::key(
+                "server.request_timeout_seconds",
+                "must be between 1 and 300",
+            ));
+        }
+        if self.limits.max_tracked_clients < 1000 {
+            return Err(ConfigError::key("limits.max_tracked_clients", "must be at least 1000"));
         }
         let prefix = &self.tickets.reference_prefix;
         if prefix.is_empty()

@@ -1,5 +1,6 @@
 //! intake: a help form that becomes a support record, an acknowledgement email and a GitHub issue.
 
+pub mod abuse;
 pub mod classify;
 pub mod cli;
 pub mod config;

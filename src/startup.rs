@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use lettre::message::Mailbox;
@@ -13,12 +14,13 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
+use crate::abuse::{RateLimits, Refusals};
 use crate::classify::Classifier;
 use crate::config::{EmailTransport, Settings};
 use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
 use crate::github::GithubClient;
-use crate::http::{routes, security_headers, AppState, DeliveryConfig};
+use crate::http::{limit_head, routes, security_headers, AppState, ClientResolver, DeliveryConfig};
 use crate::intake::Intake;
 use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
@@ -33,6 +35,22 @@ pub struct Application {
     deliverer: Deliverer,
     shutdown: watch::Sender<bool>,
     delivery_task: Option<JoinHandle<()>>,
+    pruner: JoinHandle<()>,
+    refusals: Arc<Refusals>,
+}
+
+/// How often rate limiters forget clients whose allowance has fully recovered.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+async fn prune_limits(limits: Arc<RateLimits>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => limits.prune(),
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// The delivery worker's parts, from the settings.
@@ -57,6 +75,7 @@ pub fn delivery_context(
         },
         templates: Templates::new(),
         acks_per_email: settings.limits.acks_per_email,
+        acks_per_domain: settings.limits.acks_per_domain,
         retry: RetryPolicy::default(),
         lease: Duration::from_secs(settings.delivery.lease_seconds),
         poll: Duration::from_secs(settings.delivery.poll_seconds),
@@ -156,6 +175,9 @@ impl Application {
             .enabled
             .then(|| tokio::spawn(deliverer.clone().run(shutdown_rx)));
 
+        let refusals = Arc::new(Refusals::default());
+        let limits = Arc::new(RateLimits::new(&settings.limits));
+        let pruner = tokio::spawn(prune_limits(Arc::clone(&limits), shutdown.subscribe()));
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
             intake,
@@ -164,6 +186,10 @@ impl Application {
             site_name: settings.server.site_name.clone(),
             delivery_config: delivery,
             min_fill_seconds: settings.limits.min_fill_seconds,
+            clients: ClientResolver::new(settings.server.trusted_proxies.clone()),
+            limits,
+            refusals: Arc::clone(&refusals),
+            request_timeout: Duration::from_secs(settings.server.request_timeout_seconds),
         });
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -175,12 +201,15 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(limit_head))
                 .wrap(security_headers())
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(routes)
         })
         .workers(workers)
+        .max_connections(settings.server.max_connections.div_ceil(workers))
+        .client_request_timeout(Duration::from_secs(settings.server.request_timeout_seconds))
         .shutdown_timeout(30)
         .disable_signals()
         .listen(listener)?
@@ -194,7 +223,14 @@ impl Application {
             deliverer,
             shutdown,
             delivery_task,
+            pruner,
+            refusals,
         })
+    }
+
+    /// Refused clients so far, per reason.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        Arc::clone(&self.refusals)
     }
 
     pub fn port(&self) -> u16 {
@@ -221,11 +257,13 @@ impl Application {
             writers,
             shutdown,
             delivery_task,
+            pruner,
             ..
         } = self;
         server.await?;
         // Requests are finished; let the delivery in flight finish too, then stop.
         let _ = shutdown.send(true);
+        let _ = pruner.await;
         if let Some(task) = delivery_task {
             let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
         }

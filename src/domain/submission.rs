@@ -108,7 +108,18 @@ fn optional(s: Option<&str>) -> Option<&str> {
     s.filter(|v| !v.trim().is_empty())
 }
 
+fn is_valid_email(email: &str) -> bool {
+    email.chars().count() <= EMAIL_MAX && !email.contains(' ') && email.validate_email()
+}
+
 impl RawSubmission {
+    /// The customer's address, cleaned as it would be stored, when it is a valid one (the
+    /// per-address rate limit counts submissions before the other fields are checked).
+    pub fn valid_email(&self) -> Option<String> {
+        let email = clean_single_line(self.email.as_deref()?);
+        is_valid_email(&email).then_some(email)
+    }
+
     /// Checks every field and reports every problem at once.
     pub fn validate(&self) -> Result<Submission, Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -129,7 +140,7 @@ impl RawSubmission {
                 "email",
                 "Please enter your email address so we can answer you.",
             ));
-        } else if email.chars().count() > EMAIL_MAX || email.contains(' ') || !email.validate_email() {
+        } else if !is_valid_email(&email) {
             errors.push(FieldError::new(
                 "email",
                 "This does not look like an email address (for example name@example.com).",

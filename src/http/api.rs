@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::error::ApiError;
 use super::AppState;
+use crate::abuse::{OverLimit, Refusal};
 use crate::domain::{FieldError, IdempotencyKey, RawSubmission};
 use crate::store::{Channel, InsertOutcome, TicketSummary};
 
@@ -100,12 +101,21 @@ fn parse(body: &[u8]) -> Result<RawSubmission, ApiError> {
     Err(ApiError::Invalid(errors))
 }
 
+fn too_many(over: OverLimit) -> ApiError {
+    ApiError::TooManyRequests {
+        retry_after_seconds: over.retry_after_seconds(),
+    }
+}
+
 #[tracing::instrument(name = "api_submit", skip_all)]
 pub async fn submit(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Every attempt counts, valid or not, before any work is done for it.
+    let client = state.clients.client_ip(&req);
+    state.admit_client(client).map_err(too_many)?;
     match media_type(&req).as_deref() {
         Some("application/json") => {}
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => {}
@@ -126,11 +136,20 @@ pub async fn submit(
             Some(key)
         }
     };
-    let body = read_limited(&req, payload, MAX_BODY).await.map_err(|e| match e {
-        BodyError::TooLarge => ApiError::TooLarge { limit: MAX_BODY },
-        BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
-    })?;
+    let body = read_limited(&req, payload, MAX_BODY, state.request_timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => {
+                state.refusals.refuse(client, Refusal::BodyTooLarge);
+                ApiError::TooLarge { limit: MAX_BODY }
+            }
+            BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
+            BodyError::TimedOut => ApiError::Timeout,
+        })?;
     let raw = parse(&body)?;
+    state
+        .admit_email(client, raw.valid_email().as_deref())
+        .map_err(too_many)?;
     let submission = raw.validate().map_err(ApiError::Invalid)?;
     let outcome = state
         .intake

@@ -1,5 +1,7 @@
 //! Reading request bodies within limits, so no handler ever holds more than it accepts.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
@@ -12,6 +14,8 @@ pub enum BodyError {
     TooLarge,
     /// The client stopped sending or sent a broken stream.
     Incomplete,
+    /// The client took longer than `server.request_timeout_seconds` to send the body.
+    TimedOut,
 }
 
 /// The essence of a `Content-Type` header: `type/subtype`, lowercased, without parameters.
@@ -20,12 +24,20 @@ pub fn media_type(req: &HttpRequest) -> Option<String> {
     Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
-/// Reads the whole body, refusing it as soon as it is known to exceed `limit`.
+/// Reads the whole body, refusing it as soon as it is known to exceed `limit` or when it takes
+/// longer than `timeout` (a slow client must not hold a connection and a worker's buffer).
 pub async fn read_limited(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<web::BytesMut, BodyError> {
+    tokio::time::timeout(timeout, read(req, payload, limit))
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+async fn read(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, BodyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -24,6 +24,10 @@ pub enum ApiError {
     KeyConflict,
     #[error("not found")]
     NotFound,
+    #[error("over a rate limit")]
+    TooManyRequests { retry_after_seconds: u64 },
+    #[error("request body not sent in time")]
+    Timeout,
     #[error("storage unavailable")]
     Unavailable(#[source] Arc<StoreError>),
 }
@@ -49,6 +53,8 @@ impl ApiError {
             ApiError::Invalid(_) => ("invalid-fields", "Invalid fields"),
             ApiError::KeyConflict => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::NotFound => ("not-found", "Not found"),
+            ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
+            ApiError::Timeout => ("request-timeout", "Request timeout"),
             ApiError::Unavailable(_) => ("storage-unavailable", "Service unavailable"),
         }
     }
@@ -64,6 +70,10 @@ impl ApiError {
                 "This Idempotency-Key was already used for a request with different content; use a new key for a new request.".to_owned()
             }
             ApiError::NotFound => "There is nothing at this address.".to_owned(),
+            ApiError::TooManyRequests { retry_after_seconds } => format!(
+                "Too many requests were sent from this address or for this email address; nothing was stored. Try again in {retry_after_seconds} seconds."
+            ),
+            ApiError::Timeout => "The request body did not arrive in time; nothing was stored.".to_owned(),
             // Says nothing internal: the cause is in the log.
             ApiError::Unavailable(_) => {
                 "The request could not be stored right now and nothing was kept. Please try again in a few minutes.".to_owned()
@@ -91,6 +101,8 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) | ApiError::KeyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -101,8 +113,18 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CONTENT_TYPE, "application/problem+json"));
-        if matches!(self, ApiError::Unavailable(_)) {
-            res.insert_header((header::RETRY_AFTER, "30"));
+        match self {
+            ApiError::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, "30"));
+            }
+            ApiError::TooManyRequests { retry_after_seconds } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+            }
+            // The connection is in an unknown state mid-body: do not reuse it.
+            ApiError::Timeout => {
+                res.insert_header((header::CONNECTION, "close"));
+            }
+            _ => {}
         }
         res.body(serde_json::to_string(&self.problem()).unwrap_or_default())
     }

@@ -2,6 +2,7 @@
 //! refusal re-renders the form with what the customer typed.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,7 +11,9 @@ use serde::Serialize;
 
 use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::AppState;
+use crate::abuse::{OverLimit, Refusal};
 use crate::domain::{FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason};
+use crate::form_token::TokenError;
 use crate::store::{Channel, InsertOutcome};
 
 #[derive(Serialize)]
@@ -122,7 +125,6 @@ pub async fn show(state: web::Data<AppState>) -> HttpResponse {
     render_form(&state, StatusCode::OK, &token, &RawSubmission::default(), &[], None)
 }
 
-/// The form fields as sent; the first of a repeated field wins.
 /// What a form post carries besides the customer's fields.
 struct FormExtras {
     token: String,
@@ -130,6 +132,7 @@ struct FormExtras {
     honeypot: String,
 }
 
+/// The form fields as sent; the first of a repeated field wins.
 fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -150,14 +153,10 @@ fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
 }
 
 /// A bot is answered as if it had succeeded (a confirmation page with a reference that exists
-/// nowhere), so it learns nothing; nothing is stored, mailed or filed. One WARN line in the fixed
-/// `client=<ip> reason=<…>` form is left for Fail2Ban.
-fn looks_accepted(state: &AppState, req: &HttpRequest, reason: &'static str) -> HttpResponse {
-    let client = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned());
-    tracing::warn!(client = %client, reason = %reason, "refused a form submission");
+/// nowhere), so it learns nothing; nothing is stored, mailed or filed. The refusal is counted and
+/// logged for Fail2Ban.
+fn looks_accepted(state: &AppState, client: Option<IpAddr>, why: Refusal) -> HttpResponse {
+    state.refusals.refuse(client, why);
     #[derive(Serialize)]
     struct Submitted<'a> {
         site_name: &'a str,
@@ -175,8 +174,35 @@ fn looks_accepted(state: &AppState, req: &HttpRequest, reason: &'static str) -> 
     }
 }
 
+/// Over a rate limit: the form again, with the customer's text, a `429` and `Retry-After`.
+fn too_many(state: &AppState, token: &str, raw: &RawSubmission, over: OverLimit) -> HttpResponse {
+    let seconds = over.retry_after_seconds();
+    let wait = if seconds < 120 {
+        format!("{seconds} seconds")
+    } else {
+        format!("{} minutes", seconds.div_ceil(60))
+    };
+    let mut res = render_form(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        token,
+        raw,
+        &[],
+        Some(format!(
+            "Too many requests were sent from here or for this email address in a short time, so this one was not sent. Your text is kept below: please send it again in {wait}."
+        )),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
 #[tracing::instrument(name = "form_submit", skip_all)]
 pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    // Every attempt counts, valid or not; the verdict waits until the text is read, to keep it.
+    let client = state.clients.client_ip(&req);
+    let admitted = state.admit_client(client);
     if media_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
         return error_page(
             &state,
@@ -185,18 +211,35 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             "The form must be sent as application/x-www-form-urlencoded, as a browser does.",
         );
     }
-    let body = match read_limited(&req, payload, MAX_BODY).await {
+    let body = match read_limited(&req, payload, MAX_BODY, state.request_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
+            state.refusals.refuse(client, Refusal::BodyTooLarge);
             return error_page(
                 &state,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Your request is too long",
                 "The form accepts at most 64 KiB. Please go back, shorten your message (at most 10,000 characters) and send it again.",
-            )
+            );
         }
         Err(BodyError::Incomplete) => {
-            return error_page(&state, StatusCode::BAD_REQUEST, "The form arrived incomplete", "Please go back and send it again.")
+            return error_page(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "The form arrived incomplete",
+                "Please go back and send it again.",
+            )
+        }
+        Err(BodyError::TimedOut) => {
+            let mut res = error_page(
+                &state,
+                StatusCode::REQUEST_TIMEOUT,
+                "The form took too long to arrive",
+                "Nothing was sent. Please go back and send it again.",
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return res;
         }
     };
     let Some((raw, extras)) = form_fields(&body) else {
@@ -207,16 +250,23 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             "Please go back and send it again.",
         );
     };
-
     let token = extras.token;
+    if let Err(over) = admitted {
+        return too_many(&state, &token, &raw, over);
+    }
     if !extras.honeypot.is_empty() {
-        return looks_accepted(&state, &req, "honeypot");
+        return looks_accepted(&state, client, Refusal::Honeypot);
     }
     let now = Utc::now();
     let verified = match state.form_tokens.verify(&token, now) {
         Ok(v) => v,
         Err(e) => {
-            tracing::info!(reason = %e, "form token refused; form rendered again");
+            if e == TokenError::Expired {
+                // A tab left open for a day is a person, not an attack.
+                tracing::info!("form token expired; form rendered again");
+            } else {
+                state.refusals.refuse(client, Refusal::BadToken);
+            }
             let fresh = state.form_tokens.issue(now);
             return render_form(
                 &state,
@@ -230,7 +280,10 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
     };
 
     if (now - verified.issued_at).num_seconds() < state.min_fill_seconds as i64 {
-        return looks_accepted(&state, &req, "too-fast");
+        return looks_accepted(&state, client, Refusal::TooFast);
+    }
+    if let Err(over) = state.admit_email(client, raw.valid_email().as_deref()) {
+        return too_many(&state, &token, &raw, over);
     }
 
     let submission = match raw.validate() {
@@ -244,6 +297,8 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish(),
         Ok(InsertOutcome::KeyConflict(t)) => {
+            // The same rendered form sent again with other text: a replay is never a second ticket.
+            tracing::info!("form token replayed with different content; form rendered again");
             let fresh = state.form_tokens.issue(now);
             render_form(
                 &state,

@@ -2,22 +2,29 @@
 
 mod api;
 mod body;
+mod client;
 mod error;
 mod form;
 mod health;
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use crate::abuse::{LimitKind, OverLimit, RateLimits, Refusal, Refusals};
 use crate::form_token::FormTokens;
 use crate::intake::Intake;
 use crate::store::Store;
 use crate::templates::Templates;
 
 pub use api::Accepted;
+pub use client::ClientResolver;
 pub use error::{ApiError, Problem};
 pub use health::Health;
 
@@ -39,6 +46,36 @@ pub struct AppState {
     pub delivery_config: DeliveryConfig,
     /// A form sent sooner than this after it was rendered is a bot's.
     pub min_fill_seconds: u64,
+    pub clients: ClientResolver,
+    pub limits: Arc<RateLimits>,
+    pub refusals: Arc<Refusals>,
+    /// How long a client may take to send a body.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// Counts one submission attempt from the client; over the limit, the refusal is logged.
+    fn admit_client(&self, client: Option<IpAddr>) -> Result<(), OverLimit> {
+        let Some(ip) = client else { return Ok(()) };
+        self.limits
+            .check_client(ip)
+            .inspect_err(|over| self.over_limit(client, over))
+    }
+
+    /// Counts one submission for the customer's address, when it gave a valid one.
+    fn admit_email(&self, client: Option<IpAddr>, email: Option<&str>) -> Result<(), OverLimit> {
+        let Some(email) = email else { return Ok(()) };
+        self.limits
+            .check_email(email)
+            .inspect_err(|over| self.over_limit(client, over))
+    }
+
+    fn over_limit(&self, client: Option<IpAddr>, over: &OverLimit) {
+        // A full limiter is nobody's fault in particular: it logs once, and no client is banned for it.
+        if over.limit != LimitKind::Saturated {
+            self.refusals.refuse(client, Refusal::RateLimit);
+        }
+    }
 }
 
 /// No script, no inline style, nothing from elsewhere, never framed.
@@ -51,6 +88,31 @@ pub fn security_headers() -> DefaultHeaders {
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::REFERRER_POLICY, "no-referrer"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
+}
+
+/// Request line and headers together; nginx's default allows 4 × 8 KiB, a browser sends ~1 KiB.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Refuses a request whose head is over [`MAX_HEAD`] with `431` before any handler sees it (the
+/// HTTP parser itself stops at 128 KiB and 96 headers).
+pub async fn limit_head(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let target = req.uri().path().len() + req.uri().query().map_or(0, str::len);
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if target + headers > MAX_HEAD {
+        let res = HttpResponse::build(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            .insert_header((header::CONNECTION, "close"))
+            .content_type("text/plain; charset=utf-8")
+            .body("Request header fields too large.");
+        return Ok(req.into_response(res));
+    }
+    next.call(req).await
 }
 
 const STYLESHEET: &str = include_str!("../../static/intake.css");

@@ -18,7 +18,7 @@ use crate::config::{GithubRoute, Rate};
 use crate::domain::RequestType;
 use crate::email::{ack_message, ack_message_id, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
-use crate::store::{ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError};
+use crate::store::{email_domain, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError};
 use crate::templates::Templates;
 
 /// What the worker needs, built once from the settings.
@@ -28,6 +28,7 @@ pub struct DeliveryContext {
     pub ack: AckContext,
     pub templates: Templates,
     pub acks_per_email: Rate,
+    pub acks_per_domain: Rate,
     pub retry: RetryPolicy,
     /// How long a claimed job is ours before another worker may take it over.
     pub lease: Duration,
@@ -311,14 +312,18 @@ impl Deliverer {
             });
         };
         tracing::Span::current().record("ticket", ticket.reference.as_str());
-        let since =
-            Utc::now() - chrono::Duration::from_std(ctx.acks_per_email.per).unwrap_or(chrono::Duration::days(1));
-        let sent = ctx.store.acks_sent_since(&ticket.email, false, since).await?;
-        if sent >= i64::from(ctx.acks_per_email.count) {
-            tracing::info!(cap = %ctx.acks_per_email, "acknowledgement skipped: per-address cap reached");
-            return Ok(JobOutcome::Skipped {
-                reason: format!("per-address acknowledgement cap reached ({})", ctx.acks_per_email),
-            });
+        let domain = email_domain(&ticket.email);
+        for (key, by_domain, cap, what) in [
+            (ticket.email.as_str(), false, ctx.acks_per_email, "per-address"),
+            (domain.as_str(), true, ctx.acks_per_domain, "per-domain"),
+        ] {
+            let since = Utc::now() - chrono::Duration::from_std(cap.per).unwrap_or(chrono::Duration::days(1));
+            if ctx.store.acks_sent_since(key, by_domain, since).await? >= i64::from(cap.count) {
+                tracing::info!(cap = %cap, "acknowledgement skipped: {what} cap reached");
+                return Ok(JobOutcome::Skipped {
+                    reason: format!("{what} acknowledgement cap reached ({cap})"),
+                });
+            }
         }
         let message = match ack_message(&ctx.ack, &ctx.templates, &ticket) {
             Ok(m) => m,

@@ -126,6 +126,35 @@ async fn past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped(backe
     assert_eq!(smtp.received().len(), 3);
 }
 
+async fn past_the_per_domain_cap_one_organisation_gets_no_more_acknowledgements(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let Some(app) = app_with_smtp(backend, &smtp, |s| {
+        s.limits.acks_per_domain = "2/hour".parse().unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    let mut refs = Vec::new();
+    for who in [
+        "a@victim.example",
+        "b@victim.example",
+        "c@Victim.example",
+        "d@other.example",
+    ] {
+        let mut t = valid_ticket();
+        t["email"] = json!(who);
+        refs.push(submit(&app, &t).await);
+        app.deliverer.run_once().await.unwrap();
+    }
+    let recipients: Vec<String> = smtp.received().iter().map(|m| m.rcpt_to.join(",")).collect();
+    assert_eq!(recipients, ["a@victim.example", "b@victim.example", "d@other.example"]);
+    let third = app.store.ticket_by_reference(&refs[2]).await.unwrap().unwrap();
+    let ack = app.store.deliveries_for_ticket(third.id).await.unwrap().remove(0);
+    assert_eq!(ack.state, "skipped");
+    assert!(ack.last_error.as_deref().unwrap().contains("per-domain"));
+}
+
 async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend: Backend) {
     let smtp = SmtpServer::start().await;
     let Some(app) = app_with_smtp(backend, &smtp, |_| {}).await else {
@@ -161,6 +190,7 @@ async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend
 on_both_backends!(
     the_acknowledgement_reaches_the_smtp_server_with_the_right_headers_and_parts,
     past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped,
+    past_the_per_domain_cap_one_organisation_gets_no_more_acknowledgements,
     a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead,
 );
 

@@ -30,6 +30,8 @@ pub fn start_with(db_url: &str, outbox: &std::path::Path, env: &[(&str, String)]
         .env("INTAKE_DATABASE__URL", db_url)
         .env("INTAKE_EMAIL__FILE_DIR", outbox)
         .env("INTAKE_LOG__FORMAT", "json")
+        .env("INTAKE_LIMITS__PER_IP", "1000000/second")
+        .env("INTAKE_LIMITS__PER_EMAIL", "1000000/second")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

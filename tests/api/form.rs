@@ -1,8 +1,10 @@
 //! The HTML form: rendering, accessibility hooks, errors beside fields with the text kept, redirects.
 
+use intake::abuse::Refusal;
+
 use crate::helpers::{form_token, spawn_app, Backend};
 
-fn valid_fields(token: &str) -> Vec<(&'static str, String)> {
+pub fn valid_fields(token: &str) -> Vec<(&'static str, String)> {
     vec![
         ("form_token", token.to_owned()),
         ("website", String::new()),
@@ -19,7 +21,7 @@ fn valid_fields(token: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn as_refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub fn as_refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
@@ -131,6 +133,7 @@ async fn a_forged_or_missing_token_keeps_the_text_and_stores_nothing() {
         assert_ne!(fresh, token);
     }
     assert_eq!(app.ticket_count().await, 0);
+    assert_eq!(app.refusals.count(Refusal::BadToken), 3, "each one counted and logged");
 }
 
 #[tokio::test]
@@ -144,6 +147,7 @@ async fn a_form_sent_as_another_content_type_or_too_large_gets_a_page() {
     assert_eq!(res.status(), 413);
     assert!(res.text().await.unwrap().contains("too long"));
     assert_eq!(app.ticket_count().await, 0);
+    assert_eq!(app.refusals.count(Refusal::BodyTooLarge), 1);
 }
 
 #[tokio::test]
@@ -195,6 +199,7 @@ async fn a_filled_honeypot_looks_accepted_but_nothing_is_stored() {
         "the reference exists nowhere"
     );
     assert_eq!(app.deliverer.run_once().await.unwrap(), 0, "nothing to mail or file");
+    assert_eq!(app.refusals.count(Refusal::Honeypot), 1, "the attempt is counted");
 }
 
 #[tokio::test]
@@ -208,4 +213,5 @@ async fn a_form_sent_faster_than_a_person_can_fill_it_is_not_stored() {
     assert_eq!(res.status(), 200, "answered as if accepted");
     assert!(res.text().await.unwrap().contains("We have your request"));
     assert_eq!(app.ticket_count().await, 0);
+    assert_eq!(app.refusals.count(Refusal::TooFast), 1);
 }

@@ -129,6 +129,7 @@ pub struct TestApp {
     pub db: TestDatabase,
     /// Where the file transport writes.
     pub outbox_dir: tempfile::TempDir,
+    pub refusals: Arc<intake::abuse::Refusals>,
 }
 
 /// Settings for tests: a free port, the test database, everything else at its default.
@@ -142,6 +143,10 @@ pub fn test_settings(db_url: &str, outbox: &std::path::Path) -> Settings {
     s.tickets.reference_prefix = "LV".to_owned();
     // Forms in tests are sent at once; the bot timing check has tests of its own.
     s.limits.min_fill_seconds = 0;
+    // Every test client is 127.0.0.1 with the same address; the limits have tests of their own.
+    s.limits.per_ip = "1000000/second".parse().expect("rate");
+    s.limits.per_email = "1000000/second".parse().expect("rate");
+    s.limits.acks_per_domain = "1000000/day".parse().expect("rate");
     // Tests drive delivery step by step with `app.deliverer.run_once()`.
     s.delivery.enabled = false;
     s
@@ -165,6 +170,7 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store();
     let deliverer = app.deliverer();
+    let refusals = app.refusals();
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -177,6 +183,7 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Settin
         deliverer,
         db,
         outbox_dir,
+        refusals,
     })
 }
 

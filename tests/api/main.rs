@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod abuse;
 mod api_tickets;
 mod cli;
 mod delivery_crash;

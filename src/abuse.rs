@@ -1,0 +1,342 @@
+//! Abuse handling shared by the form and the API: rate limits per client address and per customer
+//! email (governor, GCRA), and the one log line and counter every refused client gets.
+//!
+//! Memory stays bounded: keys that have become indistinguishable from fresh ones are pruned on a
+//! timer, IPv6 clients are keyed by their /64 (one subscriber's allocation, which a flood cannot
+//! multiply), emails by a keyed 64-bit hash, and past `limits.max_tracked_clients` the limiter
+//! refuses new submissions instead of growing.
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::config::{LimitsSettings, Rate};
+
+/// Why a client was refused; the `reason=` word of its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimit,
+    Honeypot,
+    TooFast,
+    BadToken,
+    BodyTooLarge,
+    BadSignature,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::RateLimit,
+        Refusal::Honeypot,
+        Refusal::TooFast,
+        Refusal::BadToken,
+        Refusal::BodyTooLarge,
+        Refusal::BadSignature,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::RateLimit => "rate-limit",
+            Refusal::Honeypot => "honeypot",
+            Refusal::TooFast => "too-fast",
+            Refusal::BadToken => "bad-token",
+            Refusal::BodyTooLarge => "body-too-large",
+            Refusal::BadSignature => "bad-signature",
+        }
+    }
+}
+
+/// How many clients were refused, per reason, since the process started.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    counts: [AtomicU64; Refusal::ALL.len()],
+}
+
+impl Refusals {
+    /// Counts the refusal and writes the one `WARN` line Fail2Ban matches (`deploy/fail2ban/`).
+    /// The format is fixed: message `refused a client`, then `client=<ip> reason=<word>`, nothing
+    /// after them, so text a client chose elsewhere on the line cannot be taken for the address.
+    pub fn refuse(&self, client: Option<IpAddr>, why: Refusal) {
+        self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
+        match client {
+            Some(ip) => tracing::warn!(client = %ip, reason = why.as_str(), "refused a client"),
+            None => tracing::warn!(reason = why.as_str(), "refused a client without a peer address"),
+        }
+    }
+
+    pub fn count(&self, why: Refusal) -> u64 {
+        self.counts[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every reason with its count, for metrics.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Refusal::ALL.iter().map(|r| (r.as_str(), self.count(*r))).collect()
+    }
+}
+
+/// A client address as the limiter keys it: IPv4 whole, IPv6 by its /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ClientKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => ClientKey::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// Why a submission is over a limit, and when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit {
+    pub limit: LimitKind,
+    pub retry_after: Duration,
+}
+
+impl OverLimit {
+    /// Whole seconds for `Retry-After`, rounded up, at least one.
+    pub fn retry_after_seconds(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    PerClient,
+    PerEmail,
+    /// More clients are being tracked than `limits.max_tracked_clients`.
+    Saturated,
+}
+
+/// Governor's quota for `count` per `per`: a burst of `count`, refilled one at a time evenly.
+pub fn quota(rate: Rate) -> Quota {
+    let burst = std::num::NonZeroU32::new(rate.count).unwrap_or(std::num::NonZeroU32::MIN);
+    let period = (rate.per / burst.get()).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .expect("the period is at least one nanosecond")
+        .allow_burst(burst)
+}
+
+struct Keyed<K: std::hash::Hash + Eq + Clone, C: Clock> {
+    limiter: RateLimiter<K, HashMapStateStore<K>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+    max_keys: usize,
+    /// When the map was last pruned because it was full (prunes are at most once a second).
+    last_full_prune: Mutex<Option<C::Instant>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Keyed<K, C> {
+    fn new(rate: Rate, clock: C, max_keys: usize) -> Self {
+        Keyed {
+            limiter: RateLimiter::new(quota(rate), HashMapStateStore::default(), clock.clone()),
+            clock,
+            max_keys,
+            last_full_prune: Mutex::new(None),
+        }
+    }
+
+    fn check(&self, key: &K, kind: LimitKind) -> Result<(), OverLimit> {
+        if self.limiter.len() >= self.max_keys && !self.prune_when_full() {
+            return Err(OverLimit {
+                limit: LimitKind::Saturated,
+                retry_after: Duration::from_secs(60),
+            });
+        }
+        self.limiter.check_key(key).map_err(|not_until| OverLimit {
+            limit: kind,
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+
+    /// Prunes a full map (at most once a second); whether there is room afterwards.
+    fn prune_when_full(&self) -> bool {
+        let now = self.clock.now();
+        {
+            let mut last = self.last_full_prune.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1).into());
+            if !recent {
+                *last = Some(now);
+                drop(last);
+                self.prune();
+            }
+        }
+        let room = self.limiter.len() < self.max_keys;
+        if !room {
+            tracing::warn!(
+                tracked = self.limiter.len(),
+                "rate limiter full: refusing new submissions until old clients age out (limits.max_tracked_clients)"
+            );
+        }
+        room
+    }
+
+    fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// The per-client and per-email limits of one process.
+pub struct RateLimits<C: Clock = DefaultClock> {
+    per_client: Keyed<ClientKey, C>,
+    per_email: Keyed<u64, C>,
+    email_hasher: RandomState,
+}
+
+impl RateLimits<DefaultClock> {
+    pub fn new(settings: &LimitsSettings) -> Self {
+        RateLimits::with_clock(settings, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    pub fn with_clock(settings: &LimitsSettings, clock: C) -> Self {
+        RateLimits {
+            per_client: Keyed::new(settings.per_ip, clock.clone(), settings.max_tracked_clients),
+            per_email: Keyed::new(settings.per_email, clock, settings.max_tracked_clients),
+            email_hasher: RandomState::new(),
+        }
+    }
+
+    /// Counts one submission attempt from `client`.
+    pub fn check_client(&self, client: IpAddr) -> Result<(), OverLimit> {
+        self.per_client.check(&ClientKey::from(client), LimitKind::PerClient)
+    }
+
+    /// Counts one submission for the customer address `email` (compared case-insensitively).
+    pub fn check_email(&self, email: &str) -> Result<(), OverLimit> {
+        let key = self.email_hasher.hash_one(email.trim().to_lowercase());
+        self.per_email.check(&key, LimitKind::PerEmail)
+    }
+
+    /// Forgets clients whose limits have fully recovered; run on a timer.
+    pub fn prune(&self) {
+        self.per_client.prune();
+        self.per_email.prune();
+    }
+
+    /// Clients and addresses currently tracked.
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.per_client.limiter.len(), self.per_email.limiter.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    fn settings(per_ip: &str, per_email: &str, max: usize) -> LimitsSettings {
+        LimitsSettings {
+            per_ip: per_ip.parse().unwrap(),
+            per_email: per_email.parse().unwrap(),
+            max_tracked_clients: max,
+            ..LimitsSettings::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_gets_its_burst_then_waits_for_the_next_slot() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&settings("3/minute", "100/minute", 1000), clock.clone());
+        for _ in 0..3 {
+            limits.check_client(ip("203.0.113.1")).unwrap();
+        }
+        let over = limits.check_client(ip("203.0.113.1")).unwrap_err();
+        assert_eq!(over.limit, LimitKind::PerClient);
+        assert_eq!(over.retry_after_seconds(), 20);
+        // Another client is not affected.
+        limits.check_client(ip("203.0.113.2")).unwrap();
+        clock.advance(Duration::from_secs(20));
+        limits.check_client(ip("203.0.113.1")).unwrap();
+        assert!(limits.check_client(ip("203.0.113.1")).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&settings("2/hour", "100/hour", 1000), clock);
+        limits.check_client(ip("2001:db8:1:2::1")).unwrap();
+        limits.check_client(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(limits.check_client(ip("2001:db8:1:2::77")).is_err());
+        limits.check_client(ip("2001:db8:1:3::1")).unwrap();
+        assert_eq!(
+            ClientKey::from(ip("::ffff:192.0.2.1")),
+            ClientKey::from(ip("192.0.2.1"))
+        );
+    }
+
+    #[test]
+    fn emails_are_limited_case_insensitively() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&settings("100/hour", "2/hour", 1000), clock);
+        limits.check_email("ada@example.com").unwrap();
+        limits.check_email("ADA@Example.com").unwrap();
+        let over = limits.check_email(" ada@example.COM ").unwrap_err();
+        assert_eq!(over.limit, LimitKind::PerEmail);
+        assert_eq!(over.retry_after_seconds(), 1800);
+        limits.check_email("grace@example.com").unwrap();
+    }
+
+    #[test]
+    fn recovered_clients_are_pruned_and_a_full_limiter_refuses_until_they_are() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&settings("10/minute", "10/minute", 1000), clock.clone());
+        for i in 0..1000u32 {
+            limits.check_client(IpAddr::from(i.to_be_bytes())).unwrap();
+        }
+        assert_eq!(limits.tracked().0, 1000);
+        // Full: a new client is refused rather than tracked.
+        let over = limits.check_client(ip("198.51.100.1")).unwrap_err();
+        assert_eq!(over.limit, LimitKind::Saturated);
+        assert_eq!(limits.tracked().0, 1000);
+        // One request costs a tenth of a minute's allowance (6 s); governor forgets a key one
+        // refill interval after it has fully recovered.
+        clock.advance(Duration::from_secs(6));
+        limits.prune();
+        assert_eq!(limits.tracked().0, 1000, "not yet");
+        clock.advance(Duration::from_secs(7));
+        limits.prune();
+        assert_eq!(limits.tracked().0, 0);
+        limits.check_client(ip("198.51.100.1")).unwrap();
+    }
+
+    #[test]
+    fn a_full_limiter_prunes_by_itself() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&settings("10/minute", "10/minute", 1000), clock.clone());
+        for i in 0..1000u32 {
+            limits.check_client(IpAddr::from(i.to_be_bytes())).unwrap();
+        }
+        clock.advance(Duration::from_secs(13));
+        limits.check_client(ip("198.51.100.1")).unwrap();
+        assert_eq!(limits.tracked().0, 1);
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason() {
+        let r = Refusals::default();
+        r.refuse(Some(ip("192.0.2.1")), Refusal::Honeypot);
+        r.refuse(Some(ip("192.0.2.1")), Refusal::Honeypot);
+        r.refuse(None, Refusal::RateLimit);
+        assert_eq!(r.count(Refusal::Honeypot), 2);
+        assert_eq!(r.count(Refusal::RateLimit), 1);
+        assert_eq!(r.count(Refusal::BadToken), 0);
+        assert_eq!(r.snapshot().len(), 6);
+    }
+}
