@@ -24,6 +24,7 @@ fn delivery_env(github: &StatefulGithub, smtp: &SmtpServer) -> Vec<(&'static str
         ("INTAKE_EMAIL__TRANSPORT", "smtp".to_owned()),
         ("INTAKE_EMAIL__SMTP_URL", smtp.url()),
         ("INTAKE_LIMITS__ACKS_PER_EMAIL", "1000/day".to_owned()),
+        ("INTAKE_LIMITS__ACKS_PER_DOMAIN", "1000/day".to_owned()),
         ("INTAKE_DELIVERY__LEASE_SECONDS", "10".to_owned()),
         ("INTAKE_DELIVERY__POLL_SECONDS", "1".to_owned()),
     ]
