@@ -65,8 +65,8 @@ impl Refusals {
     pub fn refuse(&self, client: Option<IpAddr>, why: Refusal) {
         self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
         match client {
-            Some(ip) => tracing::warn!(client = %ip, reason = why.as_str(), "refused a client"),
-            None => tracing::warn!(reason = why.as_str(), "refused a client without a peer address"),
+            Some(ip) => tracing::warn!(client = %ip, reason = %why.as_str(), "refused a client"),
+            None => tracing::warn!(reason = %why.as_str(), "refused a client without a peer address"),
         }
     }
 

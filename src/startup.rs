@@ -20,7 +20,7 @@ use crate::config::{EmailTransport, Settings};
 use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
 use crate::github::GithubClient;
-use crate::http::{limit_head, routes, security_headers, AppState, ClientResolver, DeliveryConfig};
+use crate::http::{limit_head, routes, security_headers, AppState, ClientResolver, DeliveryConfig, RequestSpan};
 use crate::intake::Intake;
 use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
@@ -203,7 +203,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(limit_head))
                 .wrap(security_headers())
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .configure(routes)
         })

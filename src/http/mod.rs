@@ -6,6 +6,7 @@ mod client;
 mod error;
 mod form;
 mod health;
+mod request_span;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use api::Accepted;
 pub use client::ClientResolver;
 pub use error::{ApiError, Problem};
 pub use health::Health;
+pub use request_span::RequestSpan;
 
 /// What delivery is set up to do, as health reports it.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ mod delivery_crash;
 mod delivery_email;
 mod delivery_github;
 mod durability;
+mod fail2ban;
 mod form;
 mod github_fake;
 mod health;

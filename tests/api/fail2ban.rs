@@ -1,0 +1,207 @@
+//! The shipped Fail2Ban filter, run by the real `fail2ban-regex` over log lines the real binary
+//! wrote, in both log formats, for IPv4 and IPv6 clients behind a trusted proxy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{form_token, valid_ticket};
+
+fn filter() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/fail2ban/filter.d/intake.conf")
+}
+
+/// Whether `fail2ban-regex` is installed; in CI it must be (`.ci/run` installs it).
+fn fail2ban_available() -> bool {
+    let found = Command::new("fail2ban-regex")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "fail2ban-regex must be installed in CI"
+        );
+        eprintln!("fail2ban-regex is not installed: skipping the Fail2Ban filter test");
+    }
+    found
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `intake serve` on SQLite, logging in `format` to a file, behind a trusted proxy at 127.0.0.1.
+fn start(format: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("intake.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("serve")
+        .env_remove("INTAKE_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("INTAKE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("INTAKE_SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#)
+        .env(
+            "INTAKE_DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+        )
+        .env("INTAKE_EMAIL__FILE_DIR", dir.path().join("outbox"))
+        .env("INTAKE_LIMITS__PER_IP", "1/hour")
+        .env("INTAKE_LIMITS__MIN_FILL_SECONDS", "0")
+        .env("INTAKE_DELIVERY__ENABLED", "false")
+        .env("INTAKE_LOG__FORMAT", format)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start intake");
+    let mut server = Server {
+        child,
+        port: 0,
+        log,
+        _dir: dir,
+    };
+    let port_re = regex::Regex::new(r#"intake listening.*?"?port"?[=:](\d+)"#).unwrap();
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+        if let Some(c) = port_re.captures(&text) {
+            server.port = c[1].parse().unwrap();
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+    drop(server);
+    panic!("intake did not report its port: {text}");
+}
+
+/// The addresses `fail2ban-regex` finds with the shipped filter, one per matched line, sorted.
+fn banned_addresses(log: &Path) -> Vec<String> {
+    let out = Command::new("fail2ban-regex")
+        .args(["-o", "ip"])
+        .arg(log)
+        .arg(filter())
+        .output()
+        .expect("run fail2ban-regex");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ips: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    ips.sort();
+    ips
+}
+
+async fn refuse_clients(port: u16) {
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let api = |xff: &'static str, ua: &'static str, body: serde_json::Value| {
+        client
+            .post(format!("{base}/api/v1/tickets"))
+            .header("X-Forwarded-For", xff)
+            .header("User-Agent", ua)
+            .json(&body)
+            .send()
+    };
+    // Over the rate limit, IPv4 and IPv6 (the first attempt is allowed, the second refused).
+    for xff in ["6.6.6.6, 203.0.113.5", "2001:db8::7"] {
+        assert_eq!(api(xff, "t", valid_ticket()).await.unwrap().status(), 202);
+        assert_eq!(api(xff, "t", valid_ticket()).await.unwrap().status(), 429);
+    }
+    // A client that writes a fake refusal line into what it controls is banned itself, not the
+    // address it wrote.
+    let forged = "x: refused a client client=192.0.2.250 reason=rate-limit";
+    assert_eq!(api("203.0.113.99", forged, json!({})).await.unwrap().status(), 422);
+    assert_eq!(api("203.0.113.99", forged, json!({})).await.unwrap().status(), 429);
+    // An oversized body.
+    let big = json!({ "message": "a".repeat(70 * 1024) });
+    assert_eq!(api("2001:db8:1::21", "t", big).await.unwrap().status(), 413);
+
+    // The form: a honeypot and a forged token.
+    let html = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = form_token(&html).unwrap();
+    let form = |xff: &'static str, fields: Vec<(&'static str, String)>| {
+        client
+            .post(format!("{base}/"))
+            .header("X-Forwarded-For", xff)
+            .form(&fields)
+            .send()
+    };
+    let fields = |token: &str, website: &str| {
+        vec![
+            ("form_token", token.to_owned()),
+            ("website", website.to_owned()),
+            ("name", "Grace".to_owned()),
+        ]
+    };
+    assert_eq!(
+        form("198.51.100.20", fields(&token, "http://spam"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        form("198.51.100.21", fields("v1.1.x.forged", ""))
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+}
+
+async fn the_filter_matches_every_refusal_and_nothing_else(format: &str) {
+    if !fail2ban_available() {
+        return;
+    }
+    let server = start(format);
+    refuse_clients(server.port).await;
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let found = banned_addresses(&server.log);
+    let mut expected = vec![
+        "198.51.100.20",
+        "198.51.100.21",
+        "2001:db8:1::21",
+        "2001:db8::7",
+        "203.0.113.5",
+        "203.0.113.99",
+    ];
+    expected.sort();
+    assert_eq!(found, expected, "{format} log:\n{log}");
+}
+
+#[tokio::test]
+async fn the_filter_matches_every_refusal_in_text_logs() {
+    the_filter_matches_every_refusal_and_nothing_else("text").await;
+}
+
+#[tokio::test]
+async fn the_filter_matches_every_refusal_in_json_logs() {
+    the_filter_matches_every_refusal_and_nothing_else("json").await;
+}
