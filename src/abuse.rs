@@ -52,21 +52,80 @@ impl Refusal {
     }
 }
 
-/// How many clients were refused, per reason, since the process started.
-#[derive(Debug, Default)]
+/// How many clients were refused, per reason, since the process started; and the refusal lines.
+///
+/// Each refusal is counted, but a client refused again and again gets at most
+/// [`LOG_BURST`] lines at once and then one a second: plenty for Fail2Ban (whose jail bans after
+/// ten), while a flood of tens of thousands of refusals a second does not become as many log lines.
+///
+/// Across all clients at most [`MAX_LINES_PER_SECOND`] lines are written, so a flood from many
+/// addresses cannot fill the disk; lines left out are counted and reported by [`Refusals::prune`].
 pub struct Refusals {
     counts: [AtomicU64; Refusal::ALL.len()],
+    lines: Keyed<ClientKey, DefaultClock>,
+    all_lines: governor::DefaultDirectRateLimiter,
+    left_out: AtomicU64,
+}
+
+/// Refusal lines written per second at most, all clients together.
+pub const MAX_LINES_PER_SECOND: u32 = 1000;
+
+/// Refusal lines a client gets at once before they are thinned to one a second.
+pub const LOG_BURST: u32 = 20;
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals::new(500_000)
+    }
 }
 
 impl Refusals {
+    pub fn new(max_tracked_clients: usize) -> Self {
+        let rate = Rate {
+            count: LOG_BURST,
+            per: Duration::from_secs(u64::from(LOG_BURST)),
+        };
+        Refusals {
+            counts: Default::default(),
+            lines: Keyed::new(rate, DefaultClock::default(), max_tracked_clients),
+            all_lines: RateLimiter::direct(Quota::per_second(
+                std::num::NonZeroU32::new(MAX_LINES_PER_SECOND).expect("a positive constant"),
+            )),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
     /// Counts the refusal and writes the one `WARN` line Fail2Ban matches (`deploy/fail2ban/`).
     /// The format is fixed: message `refused a client`, then `client=<ip> reason=<word>`, nothing
     /// after them, so text a client chose elsewhere on the line cannot be taken for the address.
-    pub fn refuse(&self, client: Option<IpAddr>, why: Refusal) {
+    /// Returns whether a line was written.
+    pub fn refuse(&self, client: Option<IpAddr>, why: Refusal) -> bool {
         self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
         match client {
-            Some(ip) => tracing::warn!(client = %ip, reason = %why.as_str(), "refused a client"),
-            None => tracing::warn!(reason = %why.as_str(), "refused a client without a peer address"),
+            Some(ip) => {
+                // Past the burst, lines are thinned; a full tracker logs every line rather than none.
+                let thinned = matches!(
+                    self.lines.check(&ClientKey::from(ip), LimitKind::PerClient),
+                    Err(OverLimit {
+                        limit: LimitKind::PerClient,
+                        ..
+                    })
+                );
+                if thinned {
+                    return false;
+                }
+                if self.all_lines.check().is_ok() {
+                    tracing::warn!(client = %ip, reason = %why.as_str(), "refused a client");
+                    true
+                } else {
+                    self.left_out.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            }
+            None => {
+                tracing::warn!(reason = %why.as_str(), "refused a client without a peer address");
+                true
+            }
         }
     }
 
@@ -77,6 +136,20 @@ impl Refusals {
     /// Every reason with its count, for metrics.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         Refusal::ALL.iter().map(|r| (r.as_str(), self.count(*r))).collect()
+    }
+
+    /// Forgets clients whose line allowance has recovered, and says how many lines were left out
+    /// since the last call; run on a timer.
+    pub fn prune(&self) {
+        self.lines.prune();
+        let left_out = self.left_out.swap(0, Ordering::Relaxed);
+        if left_out > 0 {
+            // No `client=` here: this line is about the service, not a client to ban.
+            tracing::warn!(
+                left_out,
+                "refusal lines left out: more than {MAX_LINES_PER_SECOND} a second (every refusal is still counted)"
+            );
+        }
     }
 }
 
@@ -329,11 +402,38 @@ mod tests {
     }
 
     #[test]
+    fn a_client_refused_again_and_again_gets_a_burst_of_lines_then_few() {
+        let r = Refusals::default();
+        let written = (0..100)
+            .filter(|_| r.refuse(Some(ip("192.0.2.1")), Refusal::RateLimit))
+            .count();
+        assert_eq!(written, LOG_BURST as usize);
+        assert_eq!(r.count(Refusal::RateLimit), 100, "every refusal is counted");
+        assert!(
+            r.refuse(Some(ip("192.0.2.2")), Refusal::RateLimit),
+            "another client has its own lines"
+        );
+    }
+
+    #[test]
+    fn all_clients_together_get_at_most_so_many_lines_a_second() {
+        let r = Refusals::default();
+        let written = (0..1500u32)
+            .filter(|i| r.refuse(Some(IpAddr::from((0x0A00_0000 + i).to_be_bytes())), Refusal::Honeypot))
+            .count();
+        // The burst is one second's worth; a few more may have been refilled while the loop ran.
+        assert!((1000..1100).contains(&written), "{written}");
+        assert_eq!(r.left_out.load(Ordering::Relaxed), 1500 - written as u64);
+        r.prune();
+        assert_eq!(r.left_out.load(Ordering::Relaxed), 0, "reported and reset");
+    }
+
+    #[test]
     fn refusals_are_counted_per_reason() {
         let r = Refusals::default();
-        r.refuse(Some(ip("192.0.2.1")), Refusal::Honeypot);
-        r.refuse(Some(ip("192.0.2.1")), Refusal::Honeypot);
-        r.refuse(None, Refusal::RateLimit);
+        assert!(r.refuse(Some(ip("192.0.2.1")), Refusal::Honeypot));
+        assert!(r.refuse(Some(ip("192.0.2.1")), Refusal::Honeypot));
+        assert!(r.refuse(None, Refusal::RateLimit));
         assert_eq!(r.count(Refusal::Honeypot), 2);
         assert_eq!(r.count(Refusal::RateLimit), 1);
         assert_eq!(r.count(Refusal::BadToken), 0);

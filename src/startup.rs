@@ -42,12 +42,15 @@ pub struct Application {
 /// How often rate limiters forget clients whose allowance has fully recovered.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
-async fn prune_limits(limits: Arc<RateLimits>, mut shutdown: watch::Receiver<bool>) {
+async fn prune_limits(limits: Arc<RateLimits>, refusals: Arc<Refusals>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => limits.prune(),
+            _ = tick.tick() => {
+                limits.prune();
+                refusals.prune();
+            }
             _ = shutdown.changed() => return,
         }
     }
@@ -175,9 +178,13 @@ impl Application {
             .enabled
             .then(|| tokio::spawn(deliverer.clone().run(shutdown_rx)));
 
-        let refusals = Arc::new(Refusals::default());
+        let refusals = Arc::new(Refusals::new(settings.limits.max_tracked_clients));
         let limits = Arc::new(RateLimits::new(&settings.limits));
-        let pruner = tokio::spawn(prune_limits(Arc::clone(&limits), shutdown.subscribe()));
+        let pruner = tokio::spawn(prune_limits(
+            Arc::clone(&limits),
+            Arc::clone(&refusals),
+            shutdown.subscribe(),
+        ));
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
             intake,

@@ -67,7 +67,8 @@ fn string_field(name: &str, v: Option<Value>, errors: &mut Vec<FieldError>) -> O
     }
 }
 
-fn parse(body: &[u8]) -> Result<RawSubmission, ApiError> {
+/// The JSON body as a submission not yet validated, or why it is not one.
+pub fn parse(body: &[u8]) -> Result<RawSubmission, ApiError> {
     // serde would also read a struct from a JSON array, positionally; only an object is a submission.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::Malformed("The body must be a JSON object.".to_owned()));
@@ -115,7 +116,12 @@ pub async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     // Every attempt counts, valid or not, before any work is done for it.
     let client = state.clients.client_ip(&req);
-    state.admit_client(client).map_err(too_many)?;
+    if let Err(over) = state.admit_client(client) {
+        // Read what was sent (within the limits) so the connection stays usable: a client over
+        // its limit then costs one small read instead of a new connection per attempt.
+        let _ = read_limited(&req, payload, MAX_BODY, state.request_timeout).await;
+        return Err(too_many(over));
+    }
     match media_type(&req).as_deref() {
         Some("application/json") => {}
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => {}

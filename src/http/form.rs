@@ -15,6 +15,7 @@ use crate::abuse::{OverLimit, Refusal};
 use crate::domain::{FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason};
 use crate::form_token::TokenError;
 use crate::store::{Channel, InsertOutcome};
+use crate::templates::Templates;
 
 #[derive(Serialize)]
 struct TypeView {
@@ -86,16 +87,17 @@ pub fn error_page(state: &AppState, status: StatusCode, title: &str, detail: &st
     }
 }
 
-fn render_form(
-    state: &AppState,
-    status: StatusCode,
+/// The form page itself; every value is escaped by the template engine (HTML auto-escaping).
+pub fn form_page(
+    templates: &Templates,
+    site_name: &str,
     token: &str,
     values: &RawSubmission,
     errors: &[FieldError],
     notice: Option<String>,
-) -> HttpResponse {
+) -> Result<String, minijinja::Error> {
     let page = FormPage {
-        site_name: &state.site_name,
+        site_name,
         form_token: token,
         values,
         errors: errors.iter().map(|e| (e.field.as_str(), e.message.as_str())).collect(),
@@ -111,7 +113,18 @@ fn render_form(
             .collect(),
         unsupported: UnsupportedReason::ALL.into_iter().map(UnsupportedView::from).collect(),
     };
-    match state.templates.render("form.html", page) {
+    templates.render("form.html", page)
+}
+
+fn render_form(
+    state: &AppState,
+    status: StatusCode,
+    token: &str,
+    values: &RawSubmission,
+    errors: &[FieldError],
+    notice: Option<String>,
+) -> HttpResponse {
+    match form_page(&state.templates, &state.site_name, token, values, errors, notice) {
         Ok(body) => html(status, body),
         Err(e) => {
             tracing::error!(error = %e, "rendering the form failed");
@@ -126,14 +139,15 @@ pub async fn show(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// What a form post carries besides the customer's fields.
-struct FormExtras {
-    token: String,
+#[derive(Debug)]
+pub struct FormExtras {
+    pub token: String,
     /// The hidden field people never see and bots fill in.
-    honeypot: String,
+    pub honeypot: String,
 }
 
 /// The form fields as sent; the first of a repeated field wins.
-fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
+pub fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let raw = RawSubmission {

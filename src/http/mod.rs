@@ -24,9 +24,10 @@ use crate::intake::Intake;
 use crate::store::Store;
 use crate::templates::Templates;
 
-pub use api::Accepted;
+pub use api::{parse as parse_json_submission, Accepted};
 pub use client::ClientResolver;
 pub use error::{ApiError, Problem};
+pub use form::{form_fields as parse_form_submission, form_page, FormExtras};
 pub use health::Health;
 pub use request_span::RequestSpan;
 
