@@ -17,6 +17,9 @@ use intake::templates::Templates;
 use proptest::prelude::*;
 use unicode_normalization::UnicodeNormalization;
 
+/// The shipped rules, compiled once.
+static CLASSIFIER: std::sync::LazyLock<Classifier> = std::sync::LazyLock::new(Classifier::builtin);
+
 fn config() -> ProptestConfig {
     let cases = std::env::var("FUZZ_CASES")
         .ok()
@@ -213,7 +216,7 @@ proptest! {
     /// security.
     #[test]
     fn the_classifier_is_total_and_deterministic(subject in nasty_text(150), message in nasty_text(3000), picked in prop::sample::select(RequestType::ALL.to_vec())) {
-        let classifier = Classifier::builtin();
+        let classifier = &*CLASSIFIER;
         let a = classifier.classify(picked, &subject, &message);
         let b = classifier.classify(picked, &subject, &message);
         prop_assert_eq!(&a, &b);
