@@ -171,7 +171,7 @@ impl Application {
             .listen_for_jobs(Arc::clone(&wake))
             .await
             .context("listening for new jobs")?;
-        let deliverer = Deliverer::new(delivery_context(&settings, Arc::clone(&store), wake)?);
+        let deliverer = Deliverer::new(delivery_context(&settings, Arc::clone(&store), Arc::clone(&wake))?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let delivery_task = settings
             .delivery
@@ -197,6 +197,12 @@ impl Application {
             limits,
             refusals: Arc::clone(&refusals),
             request_timeout: Duration::from_secs(settings.server.request_timeout_seconds),
+            webhook_secret: settings
+                .webhook
+                .github_secret
+                .clone()
+                .filter(|s| !s.expose_secret().is_empty()),
+            delivery_wake: Arc::clone(&wake),
         });
 
         let listener = TcpListener::bind(settings.server.listen)

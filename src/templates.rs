@@ -16,6 +16,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("error.html", include_str!("../templates/error.html")),
     ("ack.txt", include_str!("../templates/ack.txt")),
     ("ack.html", include_str!("../templates/ack.html")),
+    ("followup.txt", include_str!("../templates/followup.txt")),
+    ("followup.html", include_str!("../templates/followup.html")),
 ];
 
 impl Templates {

@@ -3,6 +3,7 @@
 //! address.
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::MessageBuilder;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use serde::Serialize;
@@ -53,34 +54,45 @@ pub fn ack_message(ctx: &AckContext, templates: &Templates, ticket: &Ticket) -> 
     };
     let text = templates.render("ack.txt", &view)?;
     let html = templates.render("ack.html", &view)?;
-    // The bare address only: a name the customer typed must not reach any header.
-    let to = Mailbox::new(None, ticket.email.parse()?);
-    let subject = if ticket.unsupported.is_some() {
+    let message = automatic(ctx, ticket, "auto-replied")?
+        .subject(ack_subject(ticket))
+        .message_id(Some(ack_message_id(&ticket.reference, &ctx.from)))
+        .multipart(alternative(text, html))?;
+    Ok(message)
+}
+
+pub(super) fn ack_subject(ticket: &Ticket) -> String {
+    if ticket.unsupported.is_some() {
         format!("[{}] Your request is on record", ticket.reference)
     } else {
         format!("[{}] We received your request", ticket.reference)
-    };
-    let message = Message::builder()
+    }
+}
+
+/// What every automatic message to a customer carries: our sender and reply address, the bare
+/// customer address (a name the customer typed must not reach any header), and RFC 3834's
+/// `Auto-Submitted` (`auto-replied` or `auto-generated`), plus Exchange's request not to answer it.
+pub(super) fn automatic(ctx: &AckContext, ticket: &Ticket, auto: &str) -> anyhow::Result<MessageBuilder> {
+    let to = Mailbox::new(None, ticket.email.parse()?);
+    Ok(Message::builder()
         .from(ctx.from.clone())
         .reply_to(ctx.reply_to.clone())
         .to(to)
-        .subject(subject)
-        .message_id(Some(ack_message_id(&ticket.reference, &ctx.from)))
-        // RFC 3834: an automatic reply; and ask Exchange not to answer it with its own.
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
-            "auto-replied".into(),
+            auto.to_owned(),
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
             "All".into(),
-        ))
-        .multipart(
-            MultiPart::alternative()
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html)),
-        )?;
-    Ok(message)
+        )))
+}
+
+/// The text and HTML parts, as alternatives.
+pub(super) fn alternative(text: String, html: String) -> MultiPart {
+    MultiPart::alternative()
+        .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
+        .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the acknowledgement composed from templates.
 
 mod ack;
+mod followup;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use secrecy::ExposeSecret;
 use crate::config::{EmailSettings, EmailTransport};
 
 pub use ack::{ack_message, ack_message_id, AckContext};
+pub use followup::{followup_message, followup_message_id};
 
 /// Where mail goes.
 #[derive(Clone)]

@@ -28,6 +28,10 @@ pub enum ApiError {
     TooManyRequests { retry_after_seconds: u64 },
     #[error("request body not sent in time")]
     Timeout,
+    #[error("unauthorized")]
+    Unauthorized(&'static str),
+    #[error("not configured")]
+    NotConfigured(&'static str),
     #[error("storage unavailable")]
     Unavailable(#[source] Arc<StoreError>),
 }
@@ -55,6 +59,8 @@ impl ApiError {
             ApiError::NotFound => ("not-found", "Not found"),
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Timeout => ("request-timeout", "Request timeout"),
+            ApiError::Unauthorized(_) => ("unauthorized", "Unauthorized"),
+            ApiError::NotConfigured(_) => ("not-configured", "Not configured"),
             ApiError::Unavailable(_) => ("storage-unavailable", "Service unavailable"),
         }
     }
@@ -74,6 +80,7 @@ impl ApiError {
                 "Too many requests were sent from this address or for this email address; nothing was stored. Try again in {retry_after_seconds} seconds."
             ),
             ApiError::Timeout => "The request body did not arrive in time; nothing was stored.".to_owned(),
+            ApiError::Unauthorized(d) | ApiError::NotConfigured(d) => (*d).to_owned(),
             // Says nothing internal: the cause is in the log.
             ApiError::Unavailable(_) => {
                 "The request could not be stored right now and nothing was kept. Please try again in a few minutes.".to_owned()
@@ -103,6 +110,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

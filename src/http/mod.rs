@@ -7,6 +7,7 @@ mod error;
 mod form;
 mod health;
 mod request_span;
+mod webhook;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use crate::form_token::FormTokens;
 use crate::intake::Intake;
 use crate::store::Store;
 use crate::templates::Templates;
+use secrecy::SecretString;
+use tokio::sync::Notify;
 
 pub use api::{parse as parse_json_submission, Accepted};
 pub use client::ClientResolver;
@@ -30,6 +33,7 @@ pub use error::{ApiError, Problem};
 pub use form::{form_fields as parse_form_submission, form_page, FormExtras};
 pub use health::Health;
 pub use request_span::RequestSpan;
+pub use webhook::signature_valid;
 
 /// What delivery is set up to do, as health reports it.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub struct AppState {
     pub refusals: Arc<Refusals>,
     /// How long a client may take to send a body.
     pub request_timeout: Duration,
+    pub webhook_secret: Option<SecretString>,
+    /// Wakes this process's delivery workers (a webhook queued a follow-up).
+    pub delivery_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -158,6 +165,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/tickets", web::post().to(api::submit))
         .route("/api/health", web::get().to(health::health))
         .route("/api/live", web::get().to(live))
+        .route("/webhooks/github", web::post().to(webhook::github))
         .route("/static/intake.css", web::get().to(stylesheet))
         .default_service(web::to(not_found));
 }

@@ -16,7 +16,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::{GithubRoute, Rate};
 use crate::domain::RequestType;
-use crate::email::{ack_message, ack_message_id, AckContext, Mailer};
+use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
 use crate::store::{email_domain, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError};
 use crate::templates::Templates;
@@ -81,6 +81,8 @@ pub struct Deliverer {
 const CLAIM_BATCH: i64 = 32;
 /// Emails sent at once by one process (the SMTP pool keeps up to 4 connections open).
 const EMAIL_CONCURRENCY: usize = 16;
+/// The jobs of the email lane.
+const EMAIL_KINDS: [JobKind; 2] = [JobKind::AckEmail, JobKind::FollowupEmail];
 
 impl Deliverer {
     pub fn new(ctx: DeliveryContext) -> Deliverer {
@@ -89,7 +91,7 @@ impl Deliverer {
 
     /// The job kinds this worker handles; the others wait in the outbox, nothing lost.
     pub fn kinds(&self) -> Vec<JobKind> {
-        let mut kinds = vec![JobKind::AckEmail];
+        let mut kinds = EMAIL_KINDS.to_vec();
         if self.ctx.github.is_some() {
             kinds.push(JobKind::GithubIssue);
         }
@@ -151,7 +153,7 @@ impl Deliverer {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         // One lane per kind, so a slow SMTP server never holds up filing, nor GitHub's one-at-a-time
         // pace the emails. Each lane has its own wake-up, fed from the shared one.
-        let mut lanes = vec![vec![JobKind::AckEmail]];
+        let mut lanes = vec![EMAIL_KINDS.to_vec()];
         if self.ctx.github.is_some() {
             lanes.push(vec![JobKind::GithubIssue]);
         }
@@ -170,7 +172,7 @@ impl Deliverer {
         let lanes = lanes.into_iter().zip(wakes).map(|(kinds, wake)| {
             let (me, shutdown) = (self.clone(), shutdown.clone());
             tokio::spawn(async move {
-                if kinds == [JobKind::AckEmail] {
+                if kinds == EMAIL_KINDS {
                     me.email_lane(wake, shutdown).await
                 } else {
                     me.lane(kinds, wake, shutdown).await
@@ -186,7 +188,7 @@ impl Deliverer {
     async fn email_lane(&self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(EMAIL_CONCURRENCY));
         let mut sending = JoinSet::new();
-        let kinds = [JobKind::AckEmail];
+        let kinds = EMAIL_KINDS;
         'lane: loop {
             loop {
                 if *shutdown.borrow() {
@@ -279,6 +281,7 @@ impl Deliverer {
     async fn attempt(&self, job: &ClaimedJob) -> Result<(), StoreError> {
         let outcome = match job.kind {
             JobKind::AckEmail => self.acknowledge(job).await?,
+            JobKind::FollowupEmail => self.follow_up(job).await?,
             JobKind::GithubIssue if self.ctx.github.is_some() => self.file_issue(job).await?,
             other => JobOutcome::Wait {
                 at: Utc::now() + chrono::Duration::minutes(1),
@@ -301,6 +304,47 @@ impl Deliverer {
             }
         }
         JobOutcome::Dead { error }
+    }
+
+    #[tracing::instrument(name = "followup", skip_all, fields(job = job.id, ticket))]
+    async fn follow_up(&self, job: &ClaimedJob) -> Result<JobOutcome, StoreError> {
+        let ctx = &self.ctx;
+        let Some(ticket) = ctx.store.ticket_by_id(job.ticket_id).await? else {
+            return Ok(JobOutcome::Dead {
+                error: "the ticket does not exist".into(),
+            });
+        };
+        tracing::Span::current().record("ticket", ticket.reference.as_str());
+        let event = match job.event_id {
+            Some(id) => ctx.store.ticket_event(id).await?,
+            None => None,
+        };
+        let Some(event) = event else {
+            return Ok(JobOutcome::Dead {
+                error: "the issue event this follow-up answers does not exist".into(),
+            });
+        };
+        let message = match followup_message(&ctx.ack, &ctx.templates, &ticket, &event) {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(JobOutcome::Dead {
+                    error: format!("composing the follow-up failed: {e}"),
+                })
+            }
+        };
+        Ok(match ctx.mailer.send(message).await {
+            Ok(()) => {
+                tracing::info!(
+                    state_reason = event.state_reason.as_deref().unwrap_or("none"),
+                    "follow-up sent"
+                );
+                JobOutcome::Done(Completion::Plain)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, transient = e.transient, "follow-up not sent");
+                self.failed(job, e.transient, e.message)
+            }
+        })
     }
 
     #[tracing::instrument(name = "ack", skip_all, fields(job = job.id, ticket))]

@@ -203,6 +203,71 @@ pub struct ClaimedJob {
     pub lease_token: String,
     /// When the first attempt started; the GitHub filer looks for its marker among issues since then.
     pub first_attempt_at: DateTime<Utc>,
+    /// The issue event a follow-up email answers.
+    pub event_id: Option<i64>,
+}
+
+/// What GitHub told us happened to an issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueAction {
+    Closed,
+    Reopened,
+}
+
+impl IssueAction {
+    pub fn id(self) -> &'static str {
+        match self {
+            IssueAction::Closed => "issue_closed",
+            IssueAction::Reopened => "issue_reopened",
+        }
+    }
+
+    fn from_id(s: &str) -> Result<IssueAction, StoreError> {
+        match s {
+            "issue_closed" => Ok(IssueAction::Closed),
+            "issue_reopened" => Ok(IssueAction::Reopened),
+            other => Err(StoreError::Corrupt(format!("unknown event kind {other}"))),
+        }
+    }
+}
+
+/// An `issues` webhook event about an issue, as far as the service cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueEvent {
+    /// `owner/name`, compared case-insensitively (as GitHub does).
+    pub repo: String,
+    pub number: i64,
+    pub action: IssueAction,
+    /// `completed`, `not_planned`, `duplicate`, … for a close.
+    pub state_reason: Option<String>,
+}
+
+/// What recording a webhook delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// This delivery id was handled before: nothing done.
+    Duplicate,
+    /// Noted; nothing in it concerns a ticket.
+    Noted,
+    /// About an issue the service did not file: noted, nothing else.
+    UnknownIssue,
+    /// Recorded on the ticket; a close queued a follow-up email.
+    Recorded { reference: String, followup_queued: bool },
+}
+
+/// One recorded issue event of a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TicketEvent {
+    pub id: i64,
+    pub ticket_id: i64,
+    pub at: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_action")]
+    pub action: IssueAction,
+    pub state_reason: Option<String>,
+}
+
+fn serialize_action<S: serde::Serializer>(a: &IssueAction, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.id())
 }
 
 /// What became of an attempt.
@@ -328,6 +393,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Why jobs of `kind` wait, if some wait on something outside them (configuration, visibility).
     async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError>;
+
+    /// Records a webhook delivery once, in one transaction with what it causes: for an issue the
+    /// service filed, the event on the ticket and, for a close, a follow-up email job.
+    async fn record_webhook(
+        &self,
+        delivery_id: &str,
+        event: &str,
+        issue: Option<&IssueEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<WebhookOutcome, StoreError>;
+
+    async fn ticket_event(&self, id: i64) -> Result<Option<TicketEvent>, StoreError>;
 }
 
 /// Held while this process files GitHub issues (see [`Store::try_filer_lock`]).

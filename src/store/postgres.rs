@@ -17,7 +17,10 @@ use super::{
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
     STATEMENT_CACHE_CAPACITY,
 };
-use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, FilerLock, JobOutcome};
+use super::{
+    email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, FilerLock, IssueAction, IssueEvent,
+    JobOutcome, TicketEvent, WebhookOutcome,
+};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
 const FILER_LOCK_KEY: i64 = 0x696e_7461_6b65_6768;
@@ -315,7 +318,7 @@ impl Store for PostgresStore {
              WHERE id IN (SELECT id FROM deliveries WHERE {} AND \
                ((state = 'pending' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
                ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, ticket_id, kind, attempts, first_attempt_at",
+             RETURNING id, ticket_id, kind, attempts, first_attempt_at, event_id",
             kinds_sql(kinds)
         );
         let rows = sqlx::query(&sql)
@@ -334,6 +337,7 @@ impl Store for PostgresStore {
                     attempts: r.try_get("attempts")?,
                     lease_token: token.clone(),
                     first_attempt_at: r.try_get("first_attempt_at")?,
+                    event_id: r.try_get("event_id")?,
                 })
             })
             .collect()
@@ -421,5 +425,93 @@ impl Store for PostgresStore {
         .bind(kind.id())
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn record_webhook(
+        &self,
+        delivery_id: &str,
+        event: &str,
+        issue: Option<&IssueEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<WebhookOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Two instances receiving the same delivery at once: the second waits on the first's row
+        // and then finds it.
+        let fresh = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(event)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if fresh.rows_affected() == 0 {
+            return Ok(WebhookOutcome::Duplicate);
+        }
+        let Some(issue) = issue else {
+            tx.commit().await?;
+            return Ok(WebhookOutcome::Noted);
+        };
+        let ticket: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower($1) AND github_issue_number = $2",
+        )
+        .bind(&issue.repo)
+        .bind(issue.number)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((ticket_id, reference)) = ticket else {
+            tx.commit().await?;
+            return Ok(WebhookOutcome::UnknownIssue);
+        };
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(now)
+        .bind(issue.action.id())
+        .bind(&issue.state_reason)
+        .bind(delivery_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let followup_queued = issue.action == IssueAction::Closed;
+        if followup_queued {
+            sqlx::query(
+                "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \
+                 VALUES ($1, 'followup_email', $2, $3, $2, $2)",
+            )
+            .bind(ticket_id)
+            .bind(now)
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(WebhookOutcome::Recorded {
+            reference,
+            followup_queued,
+        })
+    }
+
+    async fn ticket_event(&self, id: i64) -> Result<Option<TicketEvent>, StoreError> {
+        let row = sqlx::query("SELECT id, ticket_id, at, kind, state_reason FROM ticket_events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TicketEvent {
+                id: r.try_get("id")?,
+                ticket_id: r.try_get("ticket_id")?,
+                at: r.try_get("at")?,
+                action: IssueAction::from_id(r.try_get("kind")?)?,
+                state_reason: r.try_get("state_reason")?,
+            })
+        })
+        .transpose()
     }
 }

@@ -15,7 +15,10 @@ use super::{
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
     STATEMENT_CACHE_CAPACITY,
 };
-use super::{email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, JobOutcome};
+use super::{
+    email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, IssueAction, IssueEvent, JobOutcome,
+    TicketEvent, WebhookOutcome,
+};
 
 /// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
 /// connection (no lock contention, a large page cache for the random-keyed unique indexes, prepared
@@ -321,7 +324,7 @@ impl Store for SqliteStore {
              WHERE id IN (SELECT id FROM deliveries WHERE {} AND \
                ((state = 'pending' AND run_at <= ?3) OR (state = 'running' AND lease_until < ?3)) \
                ORDER BY run_at, id LIMIT ?4) \
-             RETURNING id, ticket_id, kind, attempts, first_attempt_at",
+             RETURNING id, ticket_id, kind, attempts, first_attempt_at, event_id",
             kinds_sql(kinds)
         );
         let rows = sqlx::query(&sql)
@@ -340,6 +343,7 @@ impl Store for SqliteStore {
                     attempts: r.try_get("attempts")?,
                     lease_token: token.clone(),
                     first_attempt_at: from_ms(r.try_get("first_attempt_at")?)?,
+                    event_id: r.try_get("event_id")?,
                 })
             })
             .collect()
@@ -428,5 +432,89 @@ impl Store for SqliteStore {
         .bind(kind.id())
         .fetch_optional(&self.reader)
         .await?)
+    }
+
+    async fn record_webhook(
+        &self,
+        delivery_id: &str,
+        event: &str,
+        issue: Option<&IssueEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<WebhookOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) \
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(event)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        if fresh.rows_affected() == 0 {
+            return Ok(WebhookOutcome::Duplicate);
+        }
+        let Some(issue) = issue else {
+            tx.commit().await?;
+            return Ok(WebhookOutcome::Noted);
+        };
+        let ticket: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower(?) AND github_issue_number = ?",
+        )
+        .bind(&issue.repo)
+        .bind(issue.number)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((ticket_id, reference)) = ticket else {
+            tx.commit().await?;
+            return Ok(WebhookOutcome::UnknownIssue);
+        };
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id) VALUES (?, ?, ?, ?, ?) \
+             RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(ms(now))
+        .bind(issue.action.id())
+        .bind(&issue.state_reason)
+        .bind(delivery_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let followup_queued = issue.action == IssueAction::Closed;
+        if followup_queued {
+            sqlx::query(
+                "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \
+                 VALUES (?, 'followup_email', ?, ?, ?, ?)",
+            )
+            .bind(ticket_id)
+            .bind(ms(now))
+            .bind(event_id)
+            .bind(ms(now))
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(WebhookOutcome::Recorded {
+            reference,
+            followup_queued,
+        })
+    }
+
+    async fn ticket_event(&self, id: i64) -> Result<Option<TicketEvent>, StoreError> {
+        let row = sqlx::query("SELECT id, ticket_id, at, kind, state_reason FROM ticket_events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| {
+            Ok(TicketEvent {
+                id: r.try_get("id")?,
+                ticket_id: r.try_get("ticket_id")?,
+                at: from_ms(r.try_get("at")?)?,
+                action: IssueAction::from_id(r.try_get("kind")?)?,
+                state_reason: r.try_get("state_reason")?,
+            })
+        })
+        .transpose()
     }
 }

@@ -61,6 +61,7 @@ fn start(format: &str) -> Server {
         )
         .env("INTAKE_EMAIL__FILE_DIR", dir.path().join("outbox"))
         .env("INTAKE_LIMITS__PER_IP", "1/hour")
+        .env("INTAKE_WEBHOOK__GITHUB_SECRET", "webhook-test-secret")
         .env("INTAKE_LIMITS__MIN_FILL_SECONDS", "0")
         .env("INTAKE_DELIVERY__ENABLED", "false")
         .env("INTAKE_LOG__FORMAT", format)
@@ -174,6 +175,19 @@ async fn refuse_clients(port: u16) {
             .status(),
         422
     );
+
+    // A webhook with a forged signature.
+    let res = client
+        .post(format!("{base}/webhooks/github"))
+        .header("X-Forwarded-For", "2001:db8:2::5")
+        .header("X-GitHub-Event", "ping")
+        .header("X-GitHub-Delivery", "d-1")
+        .header("X-Hub-Signature-256", "sha256=0000")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 }
 
 async fn the_filter_matches_every_refusal_and_nothing_else(format: &str) {
@@ -188,6 +202,7 @@ async fn the_filter_matches_every_refusal_and_nothing_else(format: &str) {
         "198.51.100.20",
         "198.51.100.21",
         "2001:db8:1::21",
+        "2001:db8:2::5",
         "2001:db8::7",
         "203.0.113.5",
         "203.0.113.99",

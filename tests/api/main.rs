@@ -17,3 +17,4 @@ mod idempotency;
 mod outbox_queue;
 mod smtp_server;
 mod store_conformance;
+mod webhook;
