@@ -28,16 +28,19 @@ pub enum Refusal {
     BadToken,
     BodyTooLarge,
     BadSignature,
+    /// A wrong, revoked or malformed ops token.
+    BadCredentials,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::RateLimit,
         Refusal::Honeypot,
         Refusal::TooFast,
         Refusal::BadToken,
         Refusal::BodyTooLarge,
         Refusal::BadSignature,
+        Refusal::BadCredentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Refusal {
             Refusal::BadToken => "bad-token",
             Refusal::BodyTooLarge => "body-too-large",
             Refusal::BadSignature => "bad-signature",
+            Refusal::BadCredentials => "bad-credentials",
         }
     }
 }
@@ -437,6 +441,6 @@ mod tests {
         assert_eq!(r.count(Refusal::Honeypot), 2);
         assert_eq!(r.count(Refusal::RateLimit), 1);
         assert_eq!(r.count(Refusal::BadToken), 0);
-        assert_eq!(r.snapshot().len(), 6);
+        assert_eq!(r.snapshot().len(), 7);
     }
 }

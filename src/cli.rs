@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `check`.
+//! The command line: `serve`, `migrate`, `check`, and the ops commands (`cli_ops`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
+use crate::cli_ops::{self, TokensCommand};
 use crate::config::{EmailTransport, Settings, Source};
 use crate::email::Mailer;
 use crate::github::GithubClient;
@@ -41,6 +42,15 @@ pub enum Command {
     Migrate,
     /// Check the configuration and the live connections, and print a report.
     Check,
+    /// Ops tokens for the HTTP API.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// The audit log, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +87,8 @@ pub async fn run(cli: Cli, settings: Settings, source: Source) -> ExitCode {
             }
         },
         Command::Check => check(cli.json, &settings, &source).await,
+        Command::Tokens(command) => cli_ops::tokens(cli.json, &settings, command).await,
+        Command::Audit { limit } => cli_ops::audit(cli.json, &settings, limit).await,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod abuse;
 pub mod classify;
 pub mod cli;
+mod cli_ops;
 pub mod config;
 pub mod domain;
 pub mod email;
@@ -10,6 +11,7 @@ pub mod form_token;
 pub mod github;
 pub mod http;
 pub mod intake;
+pub mod ops;
 pub mod outbox;
 pub mod startup;
 pub mod store;

@@ -32,6 +32,10 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("not configured")]
     NotConfigured(&'static str),
+    #[error("no valid ops token")]
+    Unauthenticated,
+    #[error("token lacks a scope")]
+    Forbidden { scope: &'static str },
     #[error("storage unavailable")]
     Unavailable(#[source] Arc<StoreError>),
 }
@@ -61,6 +65,8 @@ impl ApiError {
             ApiError::Timeout => ("request-timeout", "Request timeout"),
             ApiError::Unauthorized(_) => ("unauthorized", "Unauthorized"),
             ApiError::NotConfigured(_) => ("not-configured", "Not configured"),
+            ApiError::Unauthenticated => ("unauthenticated", "Unauthenticated"),
+            ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
             ApiError::Unavailable(_) => ("storage-unavailable", "Service unavailable"),
         }
     }
@@ -81,6 +87,10 @@ impl ApiError {
             ),
             ApiError::Timeout => "The request body did not arrive in time; nothing was stored.".to_owned(),
             ApiError::Unauthorized(d) | ApiError::NotConfigured(d) => (*d).to_owned(),
+            ApiError::Unauthenticated => {
+                "Send a live ops token as `Authorization: Bearer <token>` (intake tokens create).".to_owned()
+            }
+            ApiError::Forbidden { scope } => format!("This token does not have the `{scope}` scope."),
             // Says nothing internal: the cause is in the log.
             ApiError::Unavailable(_) => {
                 "The request could not be stored right now and nothing was kept. Please try again in a few minutes.".to_owned()
@@ -112,6 +122,8 @@ impl ResponseError for ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -128,6 +140,9 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyRequests { retry_after_seconds } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+            }
+            ApiError::Unauthenticated => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"intake\""));
             }
             // The connection is in an unknown state mid-body: do not reuse it.
             ApiError::Timeout => {

@@ -1,6 +1,7 @@
 //! The HTTP interface (SPEC section 3), one file per resource.
 
 mod api;
+mod auth;
 mod body;
 mod client;
 mod error;
@@ -28,6 +29,7 @@ use secrecy::SecretString;
 use tokio::sync::Notify;
 
 pub use api::{parse as parse_json_submission, Accepted};
+pub use auth::{authorize, Caller};
 pub use client::ClientResolver;
 pub use error::{ApiError, Problem};
 pub use form::{form_fields as parse_form_submission, form_page, FormExtras};
@@ -165,6 +167,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/tickets", web::post().to(api::submit))
         .route("/api/health", web::get().to(health::health))
         .route("/api/live", web::get().to(live))
+        .route("/api/me", web::get().to(auth::me))
         .route("/webhooks/github", web::post().to(webhook::github))
         .route("/static/intake.css", web::get().to(stylesheet))
         .default_service(web::to(not_found));

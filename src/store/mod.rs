@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::classify::{Classification, Signal};
 use crate::domain::{IdempotencyKey, Reference, RequestType, Submission, UnsupportedReason};
+use crate::ops::{AuditEntry, StoredToken, TokenInfo};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -30,6 +31,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the ticket writer has stopped")]
     WriterGone,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// A unique constraint refused the write.
+    pub(crate) fn from_unique(e: sqlx::Error, what: String) -> StoreError {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+            _ => StoreError::Database(e),
+        }
+    }
 }
 
 /// Where a submission came in.
@@ -405,6 +418,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<WebhookOutcome, StoreError>;
 
     async fn ticket_event(&self, id: i64) -> Result<Option<TicketEvent>, StoreError>;
+
+    /// Stores a new ops token with its audit entry, in one transaction. `Conflict` when a live
+    /// token already has the name.
+    async fn create_token(
+        &self,
+        name: &str,
+        token_id: &str,
+        secret_hash: &str,
+        scopes: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// Revokes the live token `name` with its audit entry; `false` when there is none.
+    async fn revoke_token(&self, name: &str, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Every token, live and revoked, newest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+
+    /// The live token with this id.
+    async fn live_token(&self, token_id: &str) -> Result<Option<StoredToken>, StoreError>;
+
+    /// The audit log, newest first.
+    async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Scopes as stored (`read,ops`), back into a list.
+pub(crate) fn stored_scopes(s: &str) -> Result<Vec<crate::ops::Scope>, StoreError> {
+    crate::ops::parse_scopes(s).map_err(StoreError::Corrupt)
 }
 
 /// Held while this process files GitHub issues (see [`Store::try_filer_lock`]).

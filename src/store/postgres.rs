@@ -18,9 +18,10 @@ use super::{
     STATEMENT_CACHE_CAPACITY,
 };
 use super::{
-    email_domain, kinds_sql, lease_token, ClaimedJob, Completion, FiledIssue, FilerLock, IssueAction, IssueEvent,
-    JobOutcome, TicketEvent, WebhookOutcome,
+    email_domain, kinds_sql, lease_token, stored_scopes, ClaimedJob, Completion, FiledIssue, FilerLock, IssueAction,
+    IssueEvent, JobOutcome, TicketEvent, WebhookOutcome,
 };
+use crate::ops::{AuditEntry, StoredToken, TokenInfo};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
 const FILER_LOCK_KEY: i64 = 0x696e_7461_6b65_6768;
@@ -514,4 +515,114 @@ impl Store for PostgresStore {
         })
         .transpose()
     }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        token_id: &str,
+        secret_hash: &str,
+        scopes: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO ops_tokens (token_id, name, secret_hash, scopes, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_id)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(scopes)
+        .bind(audit.at)
+        .bind(&audit.actor)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_unique(e, format!("a live token named `{name}` exists already")))?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, name: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE ops_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+            .bind(audit.at)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, scopes, created_at, created_by, revoked_at FROM ops_tokens ORDER BY id DESC")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenInfo {
+                    name: r.try_get("name")?,
+                    scopes: stored_scopes(r.try_get("scopes")?)?,
+                    created_at: r.try_get("created_at")?,
+                    created_by: r.try_get("created_by")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn live_token(&self, token_id: &str) -> Result<Option<StoredToken>, StoreError> {
+        let row =
+            sqlx::query("SELECT name, scopes, secret_hash FROM ops_tokens WHERE token_id = $1 AND revoked_at IS NULL")
+                .bind(token_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(StoredToken {
+                name: r.try_get("name")?,
+                scopes: stored_scopes(r.try_get("scopes")?)?,
+                secret_hash: r.try_get("secret_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows =
+            sqlx::query("SELECT at, actor, action, target, reason, detail FROM audit_log ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Appends one audit entry inside the caller's transaction.
+async fn append_audit(tx: &mut PgConnection, audit: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, target, reason, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(audit.at)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.target)
+        .bind(&audit.reason)
+        .bind(&audit.detail)
+        .execute(tx)
+        .await?;
+    Ok(())
 }

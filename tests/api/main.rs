@@ -14,6 +14,7 @@ mod form;
 mod github_fake;
 mod health;
 mod idempotency;
+mod ops;
 mod outbox_queue;
 mod smtp_server;
 mod store_conformance;

@@ -1,0 +1,219 @@
+//! Ops tokens and the audit log: made with the real binary against the service's database, used
+//! over HTTP, revoked; every change in the append-only audit log.
+
+use std::process::{Command, Output};
+
+use intake::abuse::Refusal;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::on_both_backends;
+
+/// Runs `intake <args> --json` against the app's database, as user `alice`.
+fn intake(app: &TestApp, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(args)
+        .arg("--json")
+        .env_remove("INTAKE_CONFIG")
+        .env_remove("SUDO_USER")
+        .env("USER", "alice")
+        .env("RUST_LOG", "warn")
+        .env("INTAKE_DATABASE__URL", app.db.url())
+        .output()
+        .expect("the binary runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON on stdout: {out:?}"))
+}
+
+fn create(app: &TestApp, name: &str, scopes: &str) -> String {
+    let out = intake(
+        app,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            name,
+            "--scopes",
+            scopes,
+            "--reason",
+            "on call this week",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    json_of(&out)["token"].as_str().unwrap().to_owned()
+}
+
+async fn me(app: &TestApp, token: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.get(format!("{}/api/me", app.address));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+async fn a_token_is_shown_once_works_until_revoked_and_every_change_is_audited(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let token = create(&app, "alice-laptop", "read,metrics");
+    assert!(token.starts_with("itk_"));
+
+    let res = me(&app, Some(&token)).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"name": "alice-laptop", "scopes": ["read", "metrics"]})
+    );
+
+    // Listed without its secret.
+    let list = intake(&app, &["tokens", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        listed.contains("alice-laptop") && !listed.contains(&token[4..]),
+        "{listed}"
+    );
+
+    // A second live token of the same name is refused.
+    let out = intake(
+        &app,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "alice-laptop",
+            "--scopes",
+            "ops",
+            "--reason",
+            "again",
+        ],
+    );
+    assert!(!out.status.success());
+
+    let out = intake(&app, &["tokens", "revoke", "alice-laptop", "--reason", "laptop lost"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(me(&app, Some(&token)).await.status(), 401, "a revoked token is refused");
+    // The name is free again.
+    let again = create(&app, "alice-laptop", "ops");
+    assert_eq!(me(&app, Some(&again)).await.status(), 200);
+
+    let audit = json_of(&intake(&app, &["audit"]));
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("token.create", "cli:alice", "on call this week"),
+            ("token.revoke", "cli:alice", "laptop lost"),
+            ("token.create", "cli:alice", "on call this week"),
+        ],
+        "newest first, each with who and why"
+    );
+}
+
+async fn the_audit_log_cannot_be_changed_or_emptied(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    create(&app, "bob", "read");
+    let url = app.db.url().to_owned();
+    let (update, delete) = if backend == Backend::Sqlite {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        (
+            sqlx::query("UPDATE audit_log SET reason = 'nothing happened'")
+                .execute(&pool)
+                .await
+                .is_err(),
+            sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err(),
+        )
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let r = (
+            sqlx::query("UPDATE audit_log SET reason = 'nothing happened'")
+                .execute(&pool)
+                .await
+                .is_err(),
+            sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err(),
+        );
+        pool.close().await;
+        r
+    };
+    assert!(update && delete, "append-only");
+    let audit = json_of(&intake(&app, &["audit"]));
+    assert_eq!(audit["entries"][0]["reason"], "on call this week");
+}
+
+on_both_backends!(
+    a_token_is_shown_once_works_until_revoked_and_every_change_is_audited,
+    the_audit_log_cannot_be_changed_or_emptied,
+);
+
+#[tokio::test]
+async fn without_a_valid_token_me_is_401_and_a_wrong_one_is_a_refusal() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let res = me(&app, None).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"intake\"");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        app.refusals.count(Refusal::BadCredentials),
+        0,
+        "no token is not an attack"
+    );
+
+    let token = create(&app, "carol", "read");
+    let (id_part, _) = token.rsplit_once('_').unwrap();
+    let wrong_secret = format!("{id_part}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    for bad in [wrong_secret.as_str(), "itk_000000000000_x", "garbage"] {
+        assert_eq!(me(&app, Some(bad)).await.status(), 401, "{bad}");
+    }
+    assert_eq!(app.refusals.count(Refusal::BadCredentials), 3);
+}
+
+#[test]
+fn changes_need_a_reason_and_scopes_must_be_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_intake"))
+            .args(args)
+            .env_remove("INTAKE_CONFIG")
+            .env("INTAKE_DATABASE__URL", &db)
+            .output()
+            .unwrap()
+    };
+    let no_reason = run(&["tokens", "create", "--name", "x", "--scopes", "read"]);
+    assert_eq!(no_reason.status.code(), Some(2), "clap refuses a missing --reason");
+    let blank = run(&["tokens", "create", "--name", "x", "--scopes", "read", "--reason", "  "]);
+    assert!(!blank.status.success());
+    assert!(String::from_utf8_lossy(&blank.stderr).contains("--reason"));
+    let unknown = run(&[
+        "tokens",
+        "create",
+        "--name",
+        "x",
+        "--scopes",
+        "read,admin",
+        "--reason",
+        "r",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("admin"));
+    let revoke_none = run(&["tokens", "revoke", "nobody", "--reason", "r"]);
+    assert!(!revoke_none.status.success());
+    assert!(
+        String::from_utf8_lossy(&run(&["audit"]).stdout).is_empty(),
+        "nothing changed, nothing audited"
+    );
+}
