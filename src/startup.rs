@@ -20,7 +20,9 @@ use crate::config::{EmailTransport, Settings};
 use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
 use crate::github::GithubClient;
-use crate::http::{limit_head, routes, security_headers, AppState, ClientResolver, DeliveryConfig, RequestSpan};
+use crate::http::{
+    limit_head, request_id_header, routes, security_headers, AppState, ClientResolver, DeliveryConfig, RequestSpan,
+};
 use crate::intake::Intake;
 use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
@@ -215,6 +217,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(limit_head))
+                .wrap(from_fn(request_id_header))
                 .wrap(security_headers())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())

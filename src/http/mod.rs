@@ -18,7 +18,7 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::abuse::{LimitKind, OverLimit, RateLimits, Refusal, Refusals};
 use crate::form_token::FormTokens;
@@ -125,6 +125,24 @@ pub async fn limit_head(
         return Ok(req.into_response(res));
     }
     next.call(req).await
+}
+
+/// Returns the request id every log line of the request carries as `X-Request-Id`, so a customer
+/// or an engineer can quote it and the lines can be found.
+pub async fn request_id_header(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = req
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(ToString::to_string);
+    let mut res = next.call(req).await?;
+    if let Some(value) = id.and_then(|id| header::HeaderValue::from_str(&id).ok()) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
 }
 
 const STYLESHEET: &str = include_str!("../../static/intake.css");

@@ -96,3 +96,18 @@ async fn when_the_database_is_gone_health_is_down_and_submissions_get_503() {
     assert_eq!(res.status(), 503);
     assert!(res.text().await.unwrap().contains("Please resend the October invoice"));
 }
+
+#[tokio::test]
+async fn every_response_carries_its_own_request_id() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for path in ["/api/live", "/api/health", "/no-such-page", "/"] {
+        let res = app.get(path).await;
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        assert!(seen.insert(id), "each request its own id");
+    }
+    let res = app.post_ticket(&serde_json::json!({})).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.headers().contains_key("x-request-id"), "errors too");
+}
