@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::cli_ops::{self, TokensCommand};
+use crate::cli_ops::{self, DeliveriesCommand, TicketsCommand, TokensCommand};
 use crate::config::{EmailTransport, Settings, Source};
 use crate::email::Mailer;
 use crate::github::GithubClient;
@@ -45,6 +45,12 @@ pub enum Command {
     /// Ops tokens for the HTTP API.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Support tickets.
+    #[command(subcommand)]
+    Tickets(TicketsCommand),
+    /// Delivery jobs (emails, GitHub issues).
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -88,6 +94,8 @@ pub async fn run(cli: Cli, settings: Settings, source: Source) -> ExitCode {
         },
         Command::Check => check(cli.json, &settings, &source).await,
         Command::Tokens(command) => cli_ops::tokens(cli.json, &settings, command).await,
+        Command::Tickets(command) => cli_ops::tickets_cmd(cli.json, &settings, command).await,
+        Command::Deliveries(command) => cli_ops::deliveries_cmd(cli.json, &settings, command).await,
         Command::Audit { limit } => cli_ops::audit(cli.json, &settings, limit).await,
     }
 }

@@ -202,3 +202,92 @@ mod tests {
         assert!(!valid_token_name(""));
     }
 }
+
+/// One step in a ticket's life, for `tickets show` and `GET /api/v1/tickets/{ref}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub what: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Received, classified, acknowledged, filed, closed, reopened, followed up, and what failed or
+/// was skipped, in time order.
+pub fn timeline(
+    ticket: &crate::store::Ticket,
+    deliveries: &[crate::store::Delivery],
+    events: &[crate::store::TicketEvent],
+) -> Vec<TimelineEntry> {
+    use crate::store::{IssueAction, JobKind};
+    let entry = |at, what, detail: Option<String>| TimelineEntry { at, what, detail };
+    let mut out = vec![
+        entry(
+            ticket.created_at,
+            "received",
+            Some(format!(
+                "through the {}",
+                match ticket.channel {
+                    crate::store::Channel::Api => "API",
+                    crate::store::Channel::Form => "help form",
+                }
+            )),
+        ),
+        entry(ticket.created_at, "classified", {
+            let mut d = format!("filed as {}", ticket.filed_type.id());
+            if ticket.picked_type != ticket.filed_type {
+                d.push_str(&format!(" (picked {})", ticket.picked_type.id()));
+            }
+            if let Some(u) = ticket.unsupported {
+                d.push_str(&format!("; unsupported: {}", u.id()));
+            }
+            if ticket.needs_triage {
+                d.push_str("; needs triage");
+            }
+            Some(d)
+        }),
+    ];
+    for d in deliveries {
+        let at = d.done_at.unwrap_or(d.run_at);
+        match (d.kind, d.state.as_str()) {
+            (JobKind::AckEmail, "done") => out.push(entry(at, "acknowledged", None)),
+            (JobKind::GithubIssue, "done") => {
+                out.push(entry(at, "filed", ticket.github_issue.as_ref().map(|i| i.url.clone())))
+            }
+            (JobKind::FollowupEmail, "done") => out.push(entry(at, "followed up", None)),
+            (_, "dead") => out.push(entry(
+                at,
+                "delivery failed",
+                Some(format!(
+                    "{} #{}: {}",
+                    d.kind.id(),
+                    d.id,
+                    d.last_error.as_deref().unwrap_or("")
+                )),
+            )),
+            (_, "skipped") => out.push(entry(
+                at,
+                "delivery skipped",
+                Some(format!(
+                    "{} #{}: {}",
+                    d.kind.id(),
+                    d.id,
+                    d.last_error.as_deref().unwrap_or("")
+                )),
+            )),
+            _ => {}
+        }
+    }
+    for e in events {
+        out.push(match e.action {
+            IssueAction::Closed => entry(
+                e.at,
+                "closed",
+                Some(e.state_reason.clone().unwrap_or("completed".into())),
+            ),
+            IssueAction::Reopened => entry(e.at, "reopened", None),
+        });
+    }
+    out.sort_by_key(|e| e.at);
+    out
+}

@@ -36,6 +36,8 @@ pub enum ApiError {
     Unauthenticated,
     #[error("token lacks a scope")]
     Forbidden { scope: &'static str },
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("storage unavailable")]
     Unavailable(#[source] Arc<StoreError>),
 }
@@ -67,6 +69,7 @@ impl ApiError {
             ApiError::NotConfigured(_) => ("not-configured", "Not configured"),
             ApiError::Unauthenticated => ("unauthenticated", "Unauthenticated"),
             ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::Unavailable(_) => ("storage-unavailable", "Service unavailable"),
         }
     }
@@ -91,6 +94,7 @@ impl ApiError {
                 "Send a live ops token as `Authorization: Bearer <token>` (intake tokens create).".to_owned()
             }
             ApiError::Forbidden { scope } => format!("This token does not have the `{scope}` scope."),
+            ApiError::Conflict(d) => d.clone(),
             // Says nothing internal: the cause is in the log.
             ApiError::Unavailable(_) => {
                 "The request could not be stored right now and nothing was kept. Please try again in a few minutes.".to_owned()
@@ -124,6 +128,7 @@ impl ResponseError for ApiError {
             ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

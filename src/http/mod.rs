@@ -7,6 +7,7 @@ mod client;
 mod error;
 mod form;
 mod health;
+mod ops;
 mod request_span;
 mod webhook;
 
@@ -179,10 +180,19 @@ async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 
 /// Routes every endpoint; used by the server and by tests alike.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Malformed query strings and path parts are problem details too.
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::Malformed(format!("The query string is not valid: {e}.")).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()));
     cfg.route("/", web::get().to(form::show))
         .route("/", web::post().to(form::submit))
         .route("/submitted/{reference}", web::get().to(form::submitted))
         .route("/api/v1/tickets", web::post().to(api::submit))
+        .route("/api/v1/tickets", web::get().to(ops::list_tickets))
+        .route("/api/v1/tickets/{reference}", web::get().to(ops::show_ticket))
+        .route("/api/v1/deliveries/{id}/retry", web::post().to(ops::retry_delivery))
         .route("/api/health", web::get().to(health::health))
         .route("/api/live", web::get().to(live))
         .route("/api/me", web::get().to(auth::me))

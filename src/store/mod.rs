@@ -203,6 +203,19 @@ pub struct Delivery {
     pub attempts: i32,
     pub run_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// What `retry_delivery` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Pending again, due now, with a fresh set of attempts.
+    Queued,
+    NotFound,
+    /// Only dead or skipped deliveries are retried; this one is in `state`.
+    NotRetryable {
+        state: String,
+    },
 }
 
 /// A job a worker holds under a lease. Only the holder of `lease_token` may record its outcome.
@@ -441,6 +454,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// The audit log, newest first.
     async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Tickets newest first, optionally of one status (`received`, `unsupported`) and filed type.
+    async fn list_tickets(
+        &self,
+        status: Option<&str>,
+        request_type: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Ticket>, StoreError>;
+
+    /// A ticket's issue events, oldest first.
+    async fn ticket_events(&self, ticket_id: i64) -> Result<Vec<TicketEvent>, StoreError>;
+
+    /// Deliveries, dead ones first, then newest first; only dead ones with `dead_only`.
+    async fn list_deliveries(&self, dead_only: bool, limit: i64) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Makes a dead or skipped delivery pending again (due now, attempts reset, the GitHub marker
+    /// search window kept), with its audit entry, in one transaction.
+    async fn retry_delivery(&self, id: i64, audit: &AuditEntry) -> Result<RetryOutcome, StoreError>;
 }
 
 /// Scopes as stored (`read,ops`), back into a list.

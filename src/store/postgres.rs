@@ -12,6 +12,7 @@ use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
+use super::RetryOutcome;
 use super::{
     cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
@@ -258,26 +259,13 @@ impl Store for PostgresStore {
     }
 
     async fn deliveries_for_ticket(&self, ticket_id: i64) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, ticket_id, kind, state, attempts, run_at, last_error FROM deliveries \
-             WHERE ticket_id = $1 ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE ticket_id = $1 ORDER BY id"
+        ))
         .bind(ticket_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: r.try_get("id")?,
-                    ticket_id: r.try_get("ticket_id")?,
-                    kind: JobKind::from_id(r.try_get("kind")?)?,
-                    state: r.try_get("state")?,
-                    attempts: r.try_get("attempts")?,
-                    run_at: r.try_get("run_at")?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
@@ -611,6 +599,85 @@ impl Store for PostgresStore {
             })
             .collect()
     }
+
+    async fn list_tickets(
+        &self,
+        status: Option<&str>,
+        request_type: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Ticket>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE ($1::TEXT IS NULL OR status = $1) \
+             AND ($2::TEXT IS NULL OR type = $2) ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(status)
+        .bind(request_type)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ticket_from_row).collect()
+    }
+
+    async fn ticket_events(&self, ticket_id: i64) -> Result<Vec<TicketEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, ticket_id, at, kind, state_reason FROM ticket_events WHERE ticket_id = $1 ORDER BY id",
+        )
+        .bind(ticket_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TicketEvent {
+                    id: r.try_get("id")?,
+                    ticket_id: r.try_get("ticket_id")?,
+                    at: r.try_get("at")?,
+                    action: IssueAction::from_id(r.try_get("kind")?)?,
+                    state_reason: r.try_get("state_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_deliveries(&self, dead_only: bool, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (NOT $1 OR state = 'dead') \
+             ORDER BY (state = 'dead') DESC, id DESC LIMIT $2"
+        ))
+        .bind(dead_only)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn retry_delivery(&self, id: i64, audit: &AuditEntry) -> Result<RetryOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(state) = state else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        if state != "dead" && state != "skipped" {
+            return Ok(RetryOutcome::NotRetryable { state });
+        }
+        sqlx::query(
+            "UPDATE deliveries SET state = 'pending', run_at = $1, attempts = 0, lease_until = NULL, \
+             lease_token = NULL, done_at = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(audit.at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, audit).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RetryOutcome::Queued)
+    }
 }
 
 /// Appends one audit entry inside the caller's transaction.
@@ -625,4 +692,19 @@ async fn append_audit(tx: &mut PgConnection, audit: &AuditEntry) -> Result<(), S
         .execute(tx)
         .await?;
     Ok(())
+}
+
+const DELIVERY_COLUMNS: &str = "id, ticket_id, kind, state, attempts, run_at, last_error, done_at";
+
+fn delivery_from_row(r: &PgRow) -> Result<Delivery, StoreError> {
+    Ok(Delivery {
+        id: r.try_get("id")?,
+        ticket_id: r.try_get("ticket_id")?,
+        kind: JobKind::from_id(r.try_get("kind")?)?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        run_at: r.try_get("run_at")?,
+        last_error: r.try_get("last_error")?,
+        done_at: r.try_get("done_at")?,
+    })
 }

@@ -10,7 +10,7 @@ use crate::helpers::{spawn_app, Backend, TestApp};
 use crate::on_both_backends;
 
 /// Runs `intake <args> --json` against the app's database, as user `alice`.
-fn intake(app: &TestApp, args: &[&str]) -> Output {
+pub fn intake(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_intake"))
         .args(args)
         .arg("--json")
@@ -23,11 +23,11 @@ fn intake(app: &TestApp, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
-fn json_of(out: &Output) -> Value {
+pub fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON on stdout: {out:?}"))
 }
 
-fn create(app: &TestApp, name: &str, scopes: &str) -> String {
+pub fn create(app: &TestApp, name: &str, scopes: &str) -> String {
     let out = intake(
         app,
         &[
@@ -217,3 +217,122 @@ fn changes_need_a_reason_and_scopes_must_be_known() {
         "nothing changed, nothing audited"
     );
 }
+
+async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn retry_with(app: &TestApp, id: i64, token: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/v1/deliveries/{id}/retry", app.address))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token(backend: Backend) {
+    use crate::smtp_server::SmtpServer;
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let Some(app) = crate::helpers::spawn_app_with(backend, move |s| {
+        s.email.transport = intake::config::EmailTransport::Smtp;
+        s.email.smtp_url = Some(secrecy::SecretString::from(url));
+    })
+    .await
+    else {
+        return;
+    };
+    smtp.permanent_failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    let res = app.post_ticket(&crate::helpers::valid_ticket()).await;
+    let reference = res.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.deliverer.run_once().await.unwrap();
+
+    let reader = create(&app, "reader", "read");
+    let operator = create(&app, "operator", "ops");
+    // Dead ones first, by the CLI.
+    let dead = json_of(&intake(&app, &["deliveries", "list", "--dead"]));
+    let id = dead["deliveries"][0]["id"].as_i64().expect("a dead delivery");
+    assert_eq!(dead["deliveries"][0]["kind"], "ack_email");
+
+    let body = serde_json::json!({"reason": "relay fixed, mailbox exists"});
+    assert_eq!(
+        retry_with(&app, id, &reader, body.clone()).await.status(),
+        403,
+        "read cannot retry"
+    );
+    assert_eq!(
+        get_with(&app, "/api/v1/tickets", &operator).await.status(),
+        403,
+        "ops alone cannot read"
+    );
+    let blank = retry_with(&app, id, &operator, serde_json::json!({"reason": " "})).await;
+    assert_eq!(blank.status(), 422, "a reason is required");
+    let res = retry_with(&app, id, &operator, body.clone()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["state"], "pending");
+    app.deliverer.run_once().await.unwrap();
+    assert_eq!(smtp.received().len(), 1, "sent this time");
+    let again = retry_with(&app, id, &operator, body).await;
+    assert_eq!(again.status(), 409, "a done delivery is not retried");
+    assert_eq!(
+        retry_with(&app, 999_999, &operator, serde_json::json!({"reason": "x"}))
+            .await
+            .status(),
+        404
+    );
+
+    // The read token sees the list and the timeline.
+    let list: Value = get_with(&app, "/api/v1/tickets?status=received", &reader)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["tickets"][0]["reference"], reference);
+    assert_eq!(
+        get_with(&app, "/api/v1/tickets?status=bogus", &reader).await.status(),
+        422
+    );
+    let shown: Value = get_with(&app, &format!("/api/v1/tickets/{reference}"), &reader)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let steps: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["received", "classified", "acknowledged"]);
+    assert_eq!(
+        get_with(&app, "/api/v1/tickets/LV-00000000", &reader).await.status(),
+        404
+    );
+
+    let audit = json_of(&intake(&app, &["audit"]));
+    let newest = &audit["entries"][0];
+    assert_eq!(newest["action"], "delivery.retry");
+    assert_eq!(newest["actor"], "token:operator");
+    assert_eq!(newest["reason"], "relay fixed, mailbox exists");
+    assert_eq!(newest["target"], format!("delivery {id}"));
+
+    // The CLI twin: the ticket list and a retry that is refused (the delivery is done).
+    let listed = json_of(&intake(&app, &["tickets", "list", "--type", "billing"]));
+    assert_eq!(listed["tickets"][0]["reference"], reference);
+    let refused = intake(&app, &["deliveries", "retry", &id.to_string(), "--reason", "again"]);
+    assert!(!refused.status.success());
+    let shown = json_of(&intake(&app, &["tickets", "show", &reference]));
+    assert_eq!(shown["ticket"]["reference"], reference);
+}
+
+on_both_backends!(a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token);

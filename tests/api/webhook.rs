@@ -164,6 +164,21 @@ async fn a_closed_issue_sends_one_threaded_follow_up(backend: Backend) {
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "duplicate");
     l.app.deliverer.run_once().await.unwrap();
     assert_eq!(l.smtp.received().len(), 2, "no second follow-up");
+
+    // The whole loop is on the ticket's timeline.
+    let shown = crate::ops::json_of(&crate::ops::intake(&l.app, &["tickets", "show", &reference]));
+    let steps: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["what"].as_str().unwrap())
+        .collect();
+    // Acknowledging and filing run side by side: either may come first.
+    let (mut middle, rest) = (steps[2..4].to_vec(), &steps[4..]);
+    middle.sort();
+    assert_eq!(steps[..2], ["received", "classified"]);
+    assert_eq!(middle, ["acknowledged", "filed"]);
+    assert_eq!(rest, ["closed", "followed up"]);
 }
 
 async fn reopened_is_recorded_and_the_next_close_follows_up_again(backend: Backend) {
