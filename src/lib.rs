@@ -11,6 +11,7 @@ pub mod form_token;
 pub mod github;
 pub mod http;
 pub mod intake;
+pub mod metrics;
 pub mod ops;
 pub mod outbox;
 pub mod startup;

@@ -21,9 +21,11 @@ use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
 use crate::github::GithubClient;
 use crate::http::{
-    limit_head, request_id_header, routes, security_headers, AppState, ClientResolver, DeliveryConfig, RequestSpan,
+    limit_head, observe_latency, request_id_header, routes, security_headers, AppState, ClientResolver, DeliveryConfig,
+    RequestSpan,
 };
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
 use crate::templates::Templates;
@@ -63,6 +65,7 @@ pub fn delivery_context(
     settings: &Settings,
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<DeliveryContext> {
     let from: Mailbox = settings.email.from.parse().context("email.from")?;
     let reply_to = match &settings.email.reply_to {
@@ -81,6 +84,7 @@ pub fn delivery_context(
         templates: Templates::new(),
         acks_per_email: settings.limits.acks_per_email,
         acks_per_domain: settings.limits.acks_per_domain,
+        metrics,
         retry: RetryPolicy::default(),
         lease: Duration::from_secs(settings.delivery.lease_seconds),
         poll: Duration::from_secs(settings.delivery.poll_seconds),
@@ -173,7 +177,13 @@ impl Application {
             .listen_for_jobs(Arc::clone(&wake))
             .await
             .context("listening for new jobs")?;
-        let deliverer = Deliverer::new(delivery_context(&settings, Arc::clone(&store), Arc::clone(&wake))?);
+        let metrics = Arc::new(Metrics::default());
+        let deliverer = Deliverer::new(delivery_context(
+            &settings,
+            Arc::clone(&store),
+            Arc::clone(&wake),
+            Arc::clone(&metrics),
+        )?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let delivery_task = settings
             .delivery
@@ -205,6 +215,7 @@ impl Application {
                 .clone()
                 .filter(|s| !s.expose_secret().is_empty()),
             delivery_wake: Arc::clone(&wake),
+            metrics,
         });
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -218,6 +229,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(limit_head))
                 .wrap(from_fn(request_id_header))
+                .wrap(from_fn(observe_latency))
                 .wrap(security_headers())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())

@@ -108,6 +108,23 @@ fn too_many(over: OverLimit) -> ApiError {
     }
 }
 
+/// Counts an answered submission for `/metrics`.
+pub fn record_submission(state: &AppState, outcome: &InsertOutcome) {
+    use crate::metrics::SubmissionOutcome;
+    match outcome {
+        InsertOutcome::Created(t) => state.metrics.submission(
+            t.filed_type,
+            if t.unsupported.is_some() {
+                SubmissionOutcome::Unsupported
+            } else {
+                SubmissionOutcome::Received
+            },
+        ),
+        InsertOutcome::Repeated(t) => state.metrics.submission(t.filed_type, SubmissionOutcome::Replayed),
+        InsertOutcome::KeyConflict(_) => {}
+    }
+}
+
 #[tracing::instrument(name = "api_submit", skip_all)]
 pub async fn submit(
     req: HttpRequest,
@@ -162,6 +179,7 @@ pub async fn submit(
         .submit(submission, Channel::Api, key)
         .await
         .map_err(ApiError::Unavailable)?;
+    record_submission(&state, &outcome);
     match outcome {
         InsertOutcome::Created(t) => Ok(HttpResponse::build(StatusCode::ACCEPTED).json(Accepted::from(&t))),
         InsertOutcome::Repeated(t) => Ok(HttpResponse::build(StatusCode::ACCEPTED)

@@ -305,7 +305,11 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
         Err(errors) => return render_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &token, &raw, &errors, None),
     };
     let key = IdempotencyKey::from_form_nonce(&verified.nonce);
-    match state.intake.submit(submission, Channel::Form, Some(key)).await {
+    let outcome = state.intake.submit(submission, Channel::Form, Some(key)).await;
+    if let Ok(o) = &outcome {
+        super::api::record_submission(&state, o);
+    }
+    match outcome {
         Ok(InsertOutcome::Created(t) | InsertOutcome::Repeated(t)) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, format!("/submitted/{}", t.reference)))
             .insert_header((header::CACHE_CONTROL, "no-store"))

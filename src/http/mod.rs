@@ -64,6 +64,7 @@ pub struct AppState {
     pub webhook_secret: Option<SecretString>,
     /// Wakes this process's delivery workers (a webhook queued a follow-up).
     pub delivery_wake: Arc<Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -146,6 +147,32 @@ pub async fn request_id_header(
     Ok(res)
 }
 
+/// Times every request into the latency histogram of its route pattern.
+pub async fn observe_latency(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| Arc::clone(&s.metrics));
+    let res = next.call(req).await;
+    if let Some(m) = metrics {
+        m.request(&route, &method, started.elapsed());
+    }
+    res
+}
+
+/// `GET /metrics`: Prometheus text, for a token with the `metrics` scope.
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Some(crate::ops::Scope::Metrics)).await?;
+    let outbox = state.store.outbox_stats(chrono::Utc::now()).await.ok();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(state.metrics.render(&state.refusals, outbox.as_ref())))
+}
+
 const STYLESHEET: &str = include_str!("../../static/intake.css");
 
 async fn stylesheet() -> HttpResponse {
@@ -196,6 +223,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/health", web::get().to(health::health))
         .route("/api/live", web::get().to(live))
         .route("/api/me", web::get().to(auth::me))
+        .route("/metrics", web::get().to(metrics))
         .route("/webhooks/github", web::post().to(webhook::github))
         .route("/static/intake.css", web::get().to(stylesheet))
         .default_service(web::to(not_found));

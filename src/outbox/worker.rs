@@ -29,6 +29,7 @@ pub struct DeliveryContext {
     pub templates: Templates,
     pub acks_per_email: Rate,
     pub acks_per_domain: Rate,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub retry: RetryPolicy,
     /// How long a claimed job is ours before another worker may take it over.
     pub lease: Duration,
@@ -288,6 +289,7 @@ impl Deliverer {
                 reason: format!("waiting: no worker for {} jobs in this process", other.id()),
             },
         };
+        self.ctx.metrics.delivery(job.kind, outcome.result());
         if !self.ctx.store.finish_job(job, &outcome, Utc::now()).await? {
             tracing::warn!(
                 job = job.id,

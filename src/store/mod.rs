@@ -312,6 +312,19 @@ pub enum JobOutcome {
     Wait { at: DateTime<Utc>, reason: String },
 }
 
+impl JobOutcome {
+    /// The result word metrics count it under.
+    pub fn result(&self) -> &'static str {
+        match self {
+            JobOutcome::Done(_) => "done",
+            JobOutcome::Retry { .. } => "retry",
+            JobOutcome::Dead { .. } => "dead",
+            JobOutcome::Skipped { .. } => "skipped",
+            JobOutcome::Wait { .. } => "wait",
+        }
+    }
+}
+
 /// The columns an outcome sets on its job row, shared by both backends.
 struct OutcomeRow<'a> {
     state: &'static str,

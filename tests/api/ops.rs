@@ -336,3 +336,37 @@ async fn a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token(back
 }
 
 on_both_backends!(a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token);
+
+#[tokio::test]
+async fn metrics_need_the_metrics_scope_and_count_what_happened() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let scraper = create(&app, "prometheus", "metrics");
+    let reader = create(&app, "reader", "read");
+    assert_eq!(app.get("/metrics").await.status(), 401);
+    assert_eq!(get_with(&app, "/metrics", &reader).await.status(), 403);
+
+    assert_eq!(app.post_ticket(&crate::helpers::valid_ticket()).await.status(), 202);
+    assert_eq!(me(&app, Some("itk_000000000000_wrong")).await.status(), 401);
+    app.deliverer.run_once().await.unwrap();
+
+    let res = get_with(&app, "/metrics", &scraper).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = res.text().await.unwrap();
+    for line in [
+        "intake_submissions_total{type=\"billing\",outcome=\"received\"} 1",
+        "intake_submissions_total{type=\"security\",outcome=\"received\"} 0",
+        "intake_refusals_total{reason=\"bad-credentials\"} 1",
+        "intake_refusals_total{reason=\"rate-limit\"} 0",
+        "intake_deliveries_total{kind=\"ack_email\",result=\"done\"} 1",
+        "intake_outbox_pending 1",
+        "intake_outbox_dead 0",
+        "intake_http_request_duration_seconds_count{route=\"/api/v1/tickets\",method=\"POST\"} 1",
+        "intake_http_request_duration_seconds_bucket{route=\"/api/v1/tickets\",method=\"POST\",le=\"+Inf\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
+}
