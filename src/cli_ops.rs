@@ -204,6 +204,12 @@ pub enum TicketsCommand {
     },
     /// One ticket: what was received, and its whole timeline.
     Show { reference: String },
+    /// Send the acknowledgement again (the per-address and per-domain caps still apply).
+    ResendAck {
+        reference: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +293,36 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
                                 .unwrap_or("not filed yet"),
                             if t.needs_triage { "  (needs triage)" } else { "" }
                         );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(json, &format!("{e}")),
+            }
+        }
+        TicketsCommand::ResendAck { reference, reason: why } => {
+            let why = match reason(&why) {
+                Ok(r) => r,
+                Err(e) => return fail(json, &e),
+            };
+            let ticket = match store.ticket_by_reference(reference.trim()).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return fail(json, &format!("no ticket {reference}")),
+                Err(e) => return fail(json, &format!("{e}")),
+            };
+            let audit = AuditEntry {
+                at: Utc::now(),
+                actor: local_actor(),
+                action: "ticket.resend_ack".to_owned(),
+                target: ticket.reference.clone(),
+                reason: why,
+                detail: None,
+            };
+            match store.queue_ack(ticket.id, &audit).await {
+                Ok(id) => {
+                    if json {
+                        println!("{}", serde_json::json!({ "ok": true, "delivery": id }));
+                    } else {
+                        println!("acknowledgement queued again as delivery {id}");
                     }
                     ExitCode::SUCCESS
                 }

@@ -220,6 +220,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/tickets", web::get().to(ops::list_tickets))
         .route("/api/v1/tickets/{reference}", web::get().to(ops::show_ticket))
         .route("/api/v1/deliveries/{id}/retry", web::post().to(ops::retry_delivery))
+        .route(
+            "/api/v1/tickets/{reference}/resend-ack",
+            web::post().to(ops::resend_ack),
+        )
         .route("/api/health", web::get().to(health::health))
         .route("/api/live", web::get().to(live))
         .route("/api/me", web::get().to(auth::me))

@@ -132,8 +132,58 @@ pub async fn show_ticket(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetryBody {
+struct ReasonBody {
     reason: String,
+}
+
+/// The `{"reason": "…"}` every state change needs: not blank, at most 500 characters.
+async fn read_reason(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<String, ApiError> {
+    let body = read_limited(req, payload, 8 * 1024, state.request_timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => ApiError::TooLarge { limit: 8 * 1024 },
+            BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
+            BodyError::TimedOut => ApiError::Timeout,
+        })?;
+    let parsed: ReasonBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(format!("Send {{\"reason\": \"…\"}}: {e}.")))?;
+    let reason = parsed.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "reason",
+            "say why, in at most 500 characters",
+        )]));
+    }
+    Ok(reason.to_owned())
+}
+
+/// Queues the acknowledgement again (the customer did not get it); audited.
+pub async fn resend_ack(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authorize(&req, &state, Some(Scope::Ops)).await?;
+    let reason = read_reason(&req, payload, &state).await?;
+    let reference = Reference::parse(&path).ok_or(ApiError::NotFound)?;
+    let ticket = state
+        .store
+        .ticket_by_reference(reference.as_str())
+        .await
+        .map_err(unavailable)?
+        .ok_or(ApiError::NotFound)?;
+    let audit = AuditEntry {
+        at: Utc::now(),
+        actor: caller.actor(),
+        action: "ticket.resend_ack".to_owned(),
+        target: ticket.reference.clone(),
+        reason,
+        detail: None,
+    };
+    let id = state.store.queue_ack(ticket.id, &audit).await.map_err(unavailable)?;
+    state.delivery_wake.notify_one();
+    Ok(json(&serde_json::json!({ "delivery": id, "state": "pending" })))
 }
 
 /// Makes a dead (or skipped) delivery pending again; the token's name and the reason are audited.
@@ -144,22 +194,8 @@ pub async fn retry_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authorize(&req, &state, Some(Scope::Ops)).await?;
-    let body = read_limited(&req, payload, 8 * 1024, state.request_timeout)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => ApiError::TooLarge { limit: 8 * 1024 },
-            BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
-            BodyError::TimedOut => ApiError::Timeout,
-        })?;
-    let parsed: RetryBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(format!("Send {{\"reason\": \"…\"}}: {e}.")))?;
-    let reason = parsed.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            "reason",
-            "say why, in at most 500 characters",
-        )]));
-    }
+    let reason = read_reason(&req, payload, &state).await?;
+    let reason = reason.as_str();
     let id = path.into_inner();
     let audit = AuditEntry {
         at: Utc::now(),

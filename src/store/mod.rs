@@ -485,6 +485,10 @@ pub trait Store: Send + Sync + 'static {
     /// Makes a dead or skipped delivery pending again (due now, attempts reset, the GitHub marker
     /// search window kept), with its audit entry, in one transaction.
     async fn retry_delivery(&self, id: i64, audit: &AuditEntry) -> Result<RetryOutcome, StoreError>;
+
+    /// Queues another acknowledgement for a ticket (the customer did not get it), with its audit
+    /// entry, in one transaction; the new job's id. The caps still apply when it is sent.
+    async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError>;
 }
 
 /// Scopes as stored (`read,ops`), back into a list.

@@ -677,6 +677,21 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(RetryOutcome::Queued)
     }
+
+    async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deliveries (ticket_id, kind, run_at, created_at, updated_at) \
+             VALUES (?1, 'ack_email', ?2, ?2, ?2) RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(ms(audit.at))
+        .fetch_one(&mut *tx)
+        .await?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
 }
 
 /// Appends one audit entry inside the caller's transaction.

@@ -370,3 +370,50 @@ async fn metrics_need_the_metrics_scope_and_count_what_happened() {
         assert!(text.contains(line), "missing {line}\n{text}");
     }
 }
+
+#[tokio::test]
+async fn an_acknowledgement_is_sent_again_on_request_with_a_reason() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let res = app.post_ticket(&crate::helpers::valid_ticket()).await;
+    let reference = res.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.deliverer.run_once().await.unwrap();
+    let sent = || std::fs::read_dir(app.outbox_dir.path()).unwrap().count();
+    assert_eq!(sent(), 1);
+
+    let reader = create(&app, "reader", "read");
+    let operator = create(&app, "operator", "ops");
+    let url = format!("{}/api/v1/tickets/{reference}/resend-ack", app.address);
+    let body = serde_json::json!({"reason": "customer says it never arrived"});
+    let post = |token: &str| app.client.post(&url).bearer_auth(token).json(&body).send();
+    assert_eq!(post(&reader).await.unwrap().status(), 403);
+    let res = post(&operator).await.unwrap();
+    assert_eq!(res.status(), 200);
+    app.deliverer.run_once().await.unwrap();
+    assert_eq!(sent(), 2, "sent again");
+
+    let out = intake(
+        &app,
+        &["tickets", "resend-ack", &reference, "--reason", "asked again by phone"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    app.deliverer.run_once().await.unwrap();
+    assert_eq!(sent(), 3);
+
+    let audit = json_of(&intake(&app, &["audit", "--limit", "2"]));
+    let who: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("ticket.resend_ack", "cli:alice"),
+            ("ticket.resend_ack", "token:operator")
+        ]
+    );
+}
