@@ -92,9 +92,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             )
         }
     };
-    let email = Check {
-        status: Status::Ok,
-        detail: state.delivery_config.email_detail.clone(),
+    // Sends that failed and wait for their retry make email degraded, with the last error.
+    let email = match state.store.failing_reason(JobKind::AckEmail).await {
+        Ok(Some(error)) => Check {
+            status: Status::Degraded,
+            detail: format!(
+                "{}; sending fails and is retried: {error}",
+                state.delivery_config.email_detail
+            ),
+        },
+        _ => Check {
+            status: Status::Ok,
+            detail: state.delivery_config.email_detail.clone(),
+        },
     };
     let github = match &state.delivery_config.github_missing {
         Some(missing) => Check {
@@ -106,9 +116,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 status: Status::Degraded,
                 detail: format!("some issues wait: {}", reason.trim_start_matches("waiting: ")),
             },
-            _ => Check {
-                status: Status::Ok,
-                detail: "configured".to_owned(),
+            _ => match state.store.failing_reason(JobKind::GithubIssue).await {
+                Ok(Some(error)) => Check {
+                    status: Status::Degraded,
+                    detail: format!("filing fails and is retried: {error}"),
+                },
+                _ => Check {
+                    status: Status::Ok,
+                    detail: "configured".to_owned(),
+                },
             },
         },
     };

@@ -433,6 +433,9 @@ pub trait Store: Send + Sync + 'static {
     /// Why jobs of `kind` wait, if some wait on something outside them (configuration, visibility).
     async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError>;
 
+    /// The latest error of a job of `kind` that failed and waits for its retry, if any does.
+    async fn failing_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError>;
+
     /// Records a webhook delivery once, in one transaction with what it causes: for an issue the
     /// service filed, the event on the ticket and, for a close, a follow-up email job.
     async fn record_webhook(

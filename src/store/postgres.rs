@@ -416,6 +416,16 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn failing_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT last_error FROM deliveries WHERE kind = $1 AND state = 'pending' AND attempts > 0 \
+             AND last_error IS NOT NULL AND last_error NOT LIKE 'waiting:%' ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(kind.id())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn record_webhook(
         &self,
         delivery_id: &str,

@@ -423,6 +423,16 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn failing_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT last_error FROM deliveries WHERE kind = ? AND state = 'pending' AND attempts > 0 \
+             AND last_error IS NOT NULL AND last_error NOT LIKE 'waiting:%' ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(kind.id())
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
     async fn record_webhook(
         &self,
         delivery_id: &str,

@@ -111,3 +111,34 @@ async fn every_response_carries_its_own_request_id() {
     assert_eq!(res.status(), 422);
     assert!(res.headers().contains_key("x-request-id"), "errors too");
 }
+
+async fn failing_sends_make_email_degraded_until_they_go_through(backend: Backend) {
+    let smtp = crate::smtp_server::SmtpServer::start().await;
+    let url = smtp.url();
+    let Some(app) = spawn_app_with(backend, move |s| {
+        s.email.transport = intake::config::EmailTransport::Smtp;
+        s.email.smtp_url = Some(SecretString::from(url));
+    })
+    .await
+    else {
+        return;
+    };
+    smtp.transient_failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    app.post_ticket(&valid_ticket()).await;
+    app.deliverer.run_once().await.unwrap();
+    let body: Value = app.get("/api/health").await.json().await.unwrap();
+    assert_eq!(body["checks"]["email"]["status"], "degraded");
+    let detail = body["checks"]["email"]["detail"].as_str().unwrap();
+    assert!(detail.contains("retried") && detail.contains("451"), "{detail}");
+    assert_eq!(body["status"], "degraded");
+
+    // The retry goes through: email is ok again.
+    app.deliverer
+        .run_once_at(chrono::Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let body: Value = app.get("/api/health").await.json().await.unwrap();
+    assert_eq!(body["checks"]["email"]["status"], "ok", "{body}");
+}
+
+on_both_backends!(failing_sends_make_email_degraded_until_they_go_through);
