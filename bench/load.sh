@@ -5,6 +5,7 @@
 #
 #   bench/load.sh                 # both backends, 15 s per measurement
 #   DURATION=30 bench/load.sh sqlite
+#   DELIVERY=false bench/load.sh    # intake alone, without the delivery workers in the process
 #
 # Needs wrk (apt-get install wrk) and, for PostgreSQL, the local server on 127.0.0.1:5432.
 set -euo pipefail
@@ -30,6 +31,7 @@ start_server() { # $1 = database url
   INTAKE_SERVER__WORKERS=${WORKERS:-0} INTAKE_SERVER__LISTEN=127.0.0.1:0 INTAKE_DATABASE__URL="$1" INTAKE_EMAIL__FILE_DIR="$work/outbox" \
     INTAKE_LOG__LEVEL=warn,intake::startup=info INTAKE_LOG__FORMAT=json \
     INTAKE_LIMITS__PER_IP=1000000000/second INTAKE_LIMITS__PER_EMAIL=1000000000/second \
+    INTAKE_DELIVERY__ENABLED=${DELIVERY:-true} \
     "$bin" serve 2>"$work/server.log" &
   pid=$!
   for _ in $(seq 1 100); do

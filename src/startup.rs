@@ -229,9 +229,10 @@ impl Application {
             App::new()
                 .wrap(from_fn(limit_head))
                 .wrap(from_fn(request_id_header))
-                .wrap(from_fn(observe_latency))
                 .wrap(security_headers())
                 .wrap(TracingLogger::<RequestSpan>::new())
+                // Outermost: times everything, and works out the route pattern for the span.
+                .wrap(from_fn(observe_latency))
                 .app_data(state.clone())
                 .configure(routes)
         })

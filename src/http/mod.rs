@@ -147,18 +147,25 @@ pub async fn request_id_header(
     Ok(res)
 }
 
-/// Times every request into the latency histogram of its route pattern.
-pub async fn observe_latency(
+/// The route pattern a request matched (`/api/v1/tickets/{reference}`), worked out once per
+/// request (it costs a walk of the routes) and shared by the request span and the metrics.
+#[derive(Debug, Clone)]
+pub struct RoutePattern(pub String);
+
+/// Times every request into the latency histogram of its route pattern. Wraps the whole app, so it
+/// also records the pattern for the request span.
+pub async fn observe_latency<B: actix_web::body::MessageBody>(
     req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
     let started = std::time::Instant::now();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    req.extensions_mut().insert(RoutePattern(route.clone()));
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| Arc::clone(&s.metrics));
+    let method = req.method().clone();
     let res = next.call(req).await;
     if let Some(m) = metrics {
-        m.request(&route, &method, started.elapsed());
+        m.request(&route, method.as_str(), started.elapsed());
     }
     res
 }
@@ -213,22 +220,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(|e, _| ApiError::Malformed(format!("The query string is not valid: {e}.")).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()));
-    cfg.route("/", web::get().to(form::show))
-        .route("/", web::post().to(form::submit))
-        .route("/submitted/{reference}", web::get().to(form::submitted))
+    // Fixed paths first: actix tries routes in order, and the ones with `{…}` cost a regex each.
+    cfg.route("/api/live", web::get().to(live))
         .route("/api/v1/tickets", web::post().to(api::submit))
         .route("/api/v1/tickets", web::get().to(ops::list_tickets))
+        .route("/", web::get().to(form::show))
+        .route("/", web::post().to(form::submit))
+        .route("/api/health", web::get().to(health::health))
+        .route("/api/me", web::get().to(auth::me))
+        .route("/metrics", web::get().to(metrics))
+        .route("/webhooks/github", web::post().to(webhook::github))
+        .route("/static/intake.css", web::get().to(stylesheet))
+        .route("/submitted/{reference}", web::get().to(form::submitted))
         .route("/api/v1/tickets/{reference}", web::get().to(ops::show_ticket))
         .route("/api/v1/deliveries/{id}/retry", web::post().to(ops::retry_delivery))
         .route(
             "/api/v1/tickets/{reference}/resend-ack",
             web::post().to(ops::resend_ack),
         )
-        .route("/api/health", web::get().to(health::health))
-        .route("/api/live", web::get().to(live))
-        .route("/api/me", web::get().to(auth::me))
-        .route("/metrics", web::get().to(metrics))
-        .route("/webhooks/github", web::post().to(webhook::github))
-        .route("/static/intake.css", web::get().to(stylesheet))
         .default_service(web::to(not_found));
 }

@@ -14,17 +14,19 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+        // Field values are computed only when the span is enabled (not at `log.level = warn`).
         tracing::info_span!(
             "request",
-            request_id = %request_id,
+            request_id = %request
+                .extensions()
+                .get::<RequestId>()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             method = %request.method(),
-            route = %route,
+            route = %request
+                .extensions()
+                .get::<super::RoutePattern>()
+                .map_or("unmatched", |r| r.0.as_str()),
             status = tracing::field::Empty,
         )
     }
