@@ -425,8 +425,9 @@ mod tests {
         let written = (0..1500u32)
             .filter(|i| r.refuse(Some(IpAddr::from((0x0A00_0000 + i).to_be_bytes())), Refusal::Honeypot))
             .count();
-        // The burst is one second's worth; a few more may have been refilled while the loop ran.
-        assert!((1000..1100).contains(&written), "{written}");
+        // The burst is one second's worth; more are refilled (one a millisecond) while the loop runs,
+        // which a slow machine stretches, but far from all 1,500 get a line.
+        assert!((1000..1400).contains(&written), "{written}");
         assert_eq!(r.left_out.load(Ordering::Relaxed), 1500 - written as u64);
         r.prune();
         assert_eq!(r.left_out.load(Ordering::Relaxed), 0, "reported and reset");
