@@ -8,6 +8,7 @@ mod cli;
 mod delivery_crash;
 mod delivery_email;
 mod delivery_github;
+mod deploy;
 mod durability;
 mod fail2ban;
 mod form;

@@ -1,0 +1,95 @@
+//! What `deploy/` ships, checked with the real programs: the example configuration loads and
+//! migrates with the real binary; the systemd unit passes `systemd-analyze verify` without a warning.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)
+}
+
+#[test]
+fn the_example_configuration_is_complete_and_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Secrets come from the environment, as the file's header says.
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("--config")
+        .arg(deploy("intake.example.toml"))
+        .args(["migrate", "--json"])
+        .env_remove("INTAKE_CONFIG")
+        .env(
+            "INTAKE_DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+        )
+        .env("INTAKE_EMAIL__SMTP_URL", "smtp://relay.example:587?tls=required")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let text = std::fs::read_to_string(deploy("intake.example.toml")).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    let routes = v["github"]["routes"].as_table().unwrap();
+    for ty in ["account", "billing", "product", "security", "availability"] {
+        assert!(routes.contains_key(ty), "a route for {ty}");
+    }
+    assert_ne!(
+        routes["security"]["repo"], routes["product"]["repo"],
+        "security reports have their own repository"
+    );
+    for secret in ["token", "github_secret", "smtp_url", "form_secret"] {
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with(&format!("{secret} ="))),
+            "{secret} belongs in the environment, not in the file"
+        );
+    }
+}
+
+#[test]
+fn the_systemd_unit_verifies_without_a_warning() {
+    let found = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("systemd-analyze is not available: skipping the unit check");
+        return;
+    }
+    let unit = std::fs::read_to_string(deploy("systemd/intake.service")).unwrap();
+    for hardening in [
+        "User=intake",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=intake",
+        "Restart=on-failure",
+        "PrivateTmp=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == hardening), "{hardening}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |text: &str| {
+        // The one test override: the binary where this build put it, not /usr/local/bin.
+        let path = dir.path().join("intake.service");
+        std::fs::write(
+            &path,
+            text.replace("/usr/local/bin/intake", env!("CARGO_BIN_EXE_intake")),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let warnings: Vec<String> = stderr
+            .lines()
+            .filter(|l| l.contains("intake.service"))
+            .map(str::to_owned)
+            .collect();
+        (out.status.success(), warnings)
+    };
+    let (ok, warnings) = verify(&unit);
+    assert!(ok && warnings.is_empty(), "{warnings:?}");
+    // The check can fail: a misspelt hardening option is reported.
+    let (_, warnings) = verify(&unit.replace("ProtectSystem=strict", "ProtectSystem=bogus"));
+    assert!(!warnings.is_empty(), "systemd-analyze reports a bad value");
+}
