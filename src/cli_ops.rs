@@ -4,13 +4,15 @@
 
 use std::process::ExitCode;
 
-use chrono::Utc;
 use clap::Subcommand;
 
 use crate::config::Settings;
-use crate::ops::{generate_token, local_actor, parse_scopes, scopes_to_string, valid_token_name, AuditEntry};
+use crate::ops::{
+    check_reason, generate_token, local_actor, parse_scopes, scopes_to_string, ticket_filter_errors, valid_token_name,
+    AuditEntry, TicketLine,
+};
 use crate::startup;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, Ticket};
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
@@ -44,13 +46,10 @@ fn fail(json: bool, message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// A reason is required for every change, and must say something.
-fn reason(text: &str) -> Result<String, String> {
-    let t = text.trim();
-    if t.is_empty() || t.chars().count() > 500 {
-        return Err("--reason must say why, in at most 500 characters".to_owned());
-    }
-    Ok(t.to_owned())
+/// The audit entry for a change made on this machine, once its `--reason` says something.
+fn change(action: &str, target: String, why: &str) -> Result<AuditEntry, String> {
+    let reason = check_reason(why).map_err(|m| format!("--reason: {m}"))?;
+    Ok(AuditEntry::new(local_actor(), action, target, reason))
 }
 
 pub async fn tokens(json: bool, settings: &Settings, command: TokensCommand) -> ExitCode {
@@ -74,20 +73,13 @@ pub async fn tokens(json: bool, settings: &Settings, command: TokensCommand) -> 
                 Ok(s) => s,
                 Err(e) => return fail(json, &format!("--scopes: {e}")),
             };
-            let why = match reason(&why) {
-                Ok(r) => r,
-                Err(e) => return fail(json, &e),
-            };
             let token = generate_token();
             let scope_list = scopes_to_string(&scopes);
-            let audit = AuditEntry {
-                at: Utc::now(),
-                actor: local_actor(),
-                action: "token.create".to_owned(),
-                target: name.clone(),
-                reason: why,
-                detail: Some(format!("scopes {scope_list}")),
+            let mut audit = match change("token.create", name.clone(), &why) {
+                Ok(a) => a,
+                Err(e) => return fail(json, &e),
             };
+            audit.detail = Some(format!("scopes {scope_list}"));
             match store
                 .create_token(&name, &token.token_id, &token.secret_hash, &scope_list, &audit)
                 .await
@@ -133,17 +125,9 @@ pub async fn tokens(json: bool, settings: &Settings, command: TokensCommand) -> 
             Err(e) => fail(json, &format!("{e}")),
         },
         TokensCommand::Revoke { name, reason: why } => {
-            let why = match reason(&why) {
-                Ok(r) => r,
+            let audit = match change("token.revoke", name.clone(), &why) {
+                Ok(a) => a,
                 Err(e) => return fail(json, &e),
-            };
-            let audit = AuditEntry {
-                at: Utc::now(),
-                actor: local_actor(),
-                action: "token.revoke".to_owned(),
-                target: name.clone(),
-                reason: why,
-                detail: None,
             };
             match store.revoke_token(&name, &audit).await {
                 Ok(true) => {
@@ -230,6 +214,14 @@ pub enum DeliveriesCommand {
     },
 }
 
+async fn find_ticket(store: &dyn Store, reference: &str) -> Result<Ticket, String> {
+    match store.ticket_by_reference(reference.trim()).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(format!("no ticket {reference}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsCommand) -> ExitCode {
     let store = match startup::open_store(settings).await {
         Ok(s) => s,
@@ -241,37 +233,16 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
             request_type,
             limit,
         } => {
-            if status
-                .as_deref()
-                .is_some_and(|s| !matches!(s, "received" | "unsupported"))
-            {
-                return fail(json, "--status must be received or unsupported");
-            }
-            if request_type
-                .as_deref()
-                .is_some_and(|t| crate::domain::RequestType::from_id(t).is_none())
-            {
-                return fail(
-                    json,
-                    "--type must be account, billing, product, security or availability",
-                );
+            let errors = ticket_filter_errors(status.as_deref(), request_type.as_deref());
+            if let Some(e) = errors.first() {
+                return fail(json, &format!("--{} {}", e.field, e.message));
             }
             match store
                 .list_tickets(status.as_deref(), request_type.as_deref(), limit.clamp(1, 10_000))
                 .await
             {
                 Ok(tickets) if json => {
-                    let lines: Vec<_> = tickets
-                        .iter()
-                        .map(|t| {
-                            serde_json::json!({
-                                "reference": t.reference, "created_at": t.created_at, "type": t.filed_type.id(),
-                                "status": if t.unsupported.is_some() { "unsupported" } else { "received" },
-                                "needs_triage": t.needs_triage,
-                                "issue_url": t.github_issue.as_ref().map(|i| i.url.clone()),
-                            })
-                        })
-                        .collect();
+                    let lines: Vec<TicketLine> = tickets.iter().map(TicketLine::from).collect();
                     println!("{}", serde_json::json!({ "ok": true, "tickets": lines }));
                     ExitCode::SUCCESS
                 }
@@ -282,11 +253,7 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
                             t.reference,
                             t.created_at.format("%Y-%m-%d %H:%M"),
                             t.filed_type.id(),
-                            if t.unsupported.is_some() {
-                                "unsupported"
-                            } else {
-                                "received"
-                            },
+                            t.status(),
                             t.github_issue
                                 .as_ref()
                                 .map(|i| i.url.as_str())
@@ -300,22 +267,13 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
             }
         }
         TicketsCommand::ResendAck { reference, reason: why } => {
-            let why = match reason(&why) {
-                Ok(r) => r,
+            let ticket = match find_ticket(store.as_ref(), &reference).await {
+                Ok(t) => t,
                 Err(e) => return fail(json, &e),
             };
-            let ticket = match store.ticket_by_reference(reference.trim()).await {
-                Ok(Some(t)) => t,
-                Ok(None) => return fail(json, &format!("no ticket {reference}")),
-                Err(e) => return fail(json, &format!("{e}")),
-            };
-            let audit = AuditEntry {
-                at: Utc::now(),
-                actor: local_actor(),
-                action: "ticket.resend_ack".to_owned(),
-                target: ticket.reference.clone(),
-                reason: why,
-                detail: None,
+            let audit = match change("ticket.resend_ack", ticket.reference.clone(), &why) {
+                Ok(a) => a,
+                Err(e) => return fail(json, &e),
             };
             match store.queue_ack(ticket.id, &audit).await {
                 Ok(id) => {
@@ -330,10 +288,9 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
             }
         }
         TicketsCommand::Show { reference } => {
-            let ticket = match store.ticket_by_reference(reference.trim()).await {
-                Ok(Some(t)) => t,
-                Ok(None) => return fail(json, &format!("no ticket {reference}")),
-                Err(e) => return fail(json, &format!("{e}")),
+            let ticket = match find_ticket(store.as_ref(), &reference).await {
+                Ok(t) => t,
+                Err(e) => return fail(json, &e),
             };
             let (deliveries, events) = match (
                 store.deliveries_for_ticket(ticket.id).await,
@@ -383,16 +340,7 @@ pub async fn deliveries_cmd(json: bool, settings: &Settings, command: Deliveries
     match command {
         DeliveriesCommand::List { dead, limit } => match store.list_deliveries(dead, limit.clamp(1, 10_000)).await {
             Ok(list) if json => {
-                let rows: Vec<_> = list
-                    .iter()
-                    .map(|d| {
-                        serde_json::json!({
-                            "id": d.id, "ticket_id": d.ticket_id, "kind": d.kind.id(), "state": d.state,
-                            "attempts": d.attempts, "run_at": d.run_at, "last_error": d.last_error,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::json!({ "ok": true, "deliveries": rows }));
+                println!("{}", serde_json::json!({ "ok": true, "deliveries": list }));
                 ExitCode::SUCCESS
             }
             Ok(list) => {
@@ -413,17 +361,9 @@ pub async fn deliveries_cmd(json: bool, settings: &Settings, command: Deliveries
             Err(e) => fail(json, &format!("{e}")),
         },
         DeliveriesCommand::Retry { id, reason: why } => {
-            let why = match reason(&why) {
-                Ok(r) => r,
+            let audit = match change("delivery.retry", format!("delivery {id}"), &why) {
+                Ok(a) => a,
                 Err(e) => return fail(json, &e),
-            };
-            let audit = AuditEntry {
-                at: Utc::now(),
-                actor: local_actor(),
-                action: "delivery.retry".to_owned(),
-                target: format!("delivery {id}"),
-                reason: why,
-                detail: None,
             };
             match store.retry_delivery(id, &audit).await {
                 Ok(crate::store::RetryOutcome::Queued) => {

@@ -47,7 +47,9 @@ struct Histogram {
 pub struct Metrics {
     submissions: [[AtomicU64; OUTCOMES.len()]; RequestType::ALL.len()],
     deliveries: [[AtomicU64; RESULTS.len()]; KINDS.len()],
-    latency: RwLock<BTreeMap<(String, String), Histogram>>,
+    /// Route pattern → method → histogram; looked up by `&str`, so observing allocates nothing
+    /// once a route has been seen.
+    latency: RwLock<BTreeMap<String, BTreeMap<String, Histogram>>>,
 }
 
 impl Metrics {
@@ -79,13 +81,18 @@ impl Metrics {
         };
         {
             let map = self.latency.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(h) = map.get(&(route.to_owned(), method.to_owned())) {
+            if let Some(h) = map.get(route).and_then(|m| m.get(method)) {
                 observe(h);
                 return;
             }
         }
         let mut map = self.latency.write().unwrap_or_else(|e| e.into_inner());
-        observe(map.entry((route.to_owned(), method.to_owned())).or_default());
+        observe(
+            map.entry(route.to_owned())
+                .or_default()
+                .entry(method.to_owned())
+                .or_default(),
+        );
     }
 
     /// The Prometheus text exposition.
@@ -147,7 +154,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE intake_http_request_duration_seconds histogram");
         let map = self.latency.read().unwrap_or_else(|e| e.into_inner());
-        for ((route, method), h) in map.iter() {
+        for (route, method, h) in map
+            .iter()
+            .flat_map(|(route, methods)| methods.iter().map(move |(method, h)| (route, method, h)))
+        {
             let labels = format!(
                 "route=\"{}\",method=\"{method}\"",
                 route.replace(['"', '\\', '\n'], "_")

@@ -153,6 +153,70 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+impl AuditEntry {
+    /// A change made now by `actor`, for `reason`.
+    pub fn new(actor: String, action: &str, target: String, reason: String) -> AuditEntry {
+        AuditEntry {
+            at: Utc::now(),
+            actor,
+            action: action.to_owned(),
+            target,
+            reason,
+            detail: None,
+        }
+    }
+}
+
+/// Why a `reason` for a change is refused: it must say something, in at most 500 characters.
+pub fn check_reason(text: &str) -> Result<String, &'static str> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > 500 {
+        return Err("say why, in at most 500 characters");
+    }
+    Ok(t.to_owned())
+}
+
+/// A ticket as the ops lists show it: no customer text.
+#[derive(Debug, Serialize)]
+pub struct TicketLine<'a> {
+    pub reference: &'a str,
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub request_type: &'static str,
+    pub status: &'static str,
+    pub needs_triage: bool,
+    pub issue_url: Option<&'a str>,
+}
+
+impl<'a> From<&'a crate::store::Ticket> for TicketLine<'a> {
+    fn from(t: &'a crate::store::Ticket) -> Self {
+        TicketLine {
+            reference: &t.reference,
+            created_at: t.created_at,
+            request_type: t.filed_type.id(),
+            status: t.status(),
+            needs_triage: t.needs_triage,
+            issue_url: t.github_issue.as_ref().map(|i| i.url.as_str()),
+        }
+    }
+}
+
+/// The ticket list's filters: what is wrong with them, per field.
+pub fn ticket_filter_errors(status: Option<&str>, request_type: Option<&str>) -> Vec<crate::domain::FieldError> {
+    use crate::domain::{FieldError, RequestType};
+    let mut errors = Vec::new();
+    if status.is_some_and(|s| !matches!(s, "received" | "unsupported")) {
+        errors.push(FieldError::new("status", "must be received or unsupported"));
+    }
+    if request_type.is_some_and(|t| RequestType::from_id(t).is_none()) {
+        errors.push(FieldError::new(
+            "type",
+            "must be account, billing, product, security or availability",
+        ));
+    }
+    errors
+}
+
 /// Who runs a command on this machine, for the audit log.
 pub fn local_actor() -> String {
     let user = std::env::var("SUDO_USER")

@@ -18,8 +18,9 @@ use crate::config::{GithubRoute, Rate};
 use crate::domain::RequestType;
 use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
-use crate::store::{email_domain, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError};
+use crate::store::{email_domain, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError, Ticket};
 use crate::templates::Templates;
+use lettre::Message;
 
 /// What the worker needs, built once from the settings.
 pub struct DeliveryContext {
@@ -308,15 +309,53 @@ impl Deliverer {
         JobOutcome::Dead { error }
     }
 
-    #[tracing::instrument(name = "followup", skip_all, fields(job = job.id, ticket))]
-    async fn follow_up(&self, job: &ClaimedJob) -> Result<JobOutcome, StoreError> {
-        let ctx = &self.ctx;
-        let Some(ticket) = ctx.store.ticket_by_id(job.ticket_id).await? else {
-            return Ok(JobOutcome::Dead {
+    /// The job's ticket, named on the span; `Err` with the outcome when the ticket is gone.
+    async fn job_ticket(&self, job: &ClaimedJob) -> Result<Result<Ticket, JobOutcome>, StoreError> {
+        let Some(ticket) = self.ctx.store.ticket_by_id(job.ticket_id).await? else {
+            return Ok(Err(JobOutcome::Dead {
                 error: "the ticket does not exist".into(),
-            });
+            }));
         };
         tracing::Span::current().record("ticket", ticket.reference.as_str());
+        Ok(Ok(ticket))
+    }
+
+    /// Sends a composed email (`what` names it in the log and the error): done with `completion`,
+    /// else retried or dead as the failure says.
+    async fn send(
+        &self,
+        job: &ClaimedJob,
+        what: &str,
+        composed: anyhow::Result<Message>,
+        completion: Completion,
+    ) -> JobOutcome {
+        let message = match composed {
+            Ok(m) => m,
+            Err(e) => {
+                return JobOutcome::Dead {
+                    error: format!("composing the {what} failed: {e}"),
+                }
+            }
+        };
+        match self.ctx.mailer.send(message).await {
+            Ok(()) => {
+                tracing::info!("{what} sent");
+                JobOutcome::Done(completion)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, transient = e.transient, "{what} not sent");
+                self.failed(job, e.transient, e.message)
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "followup", skip_all, fields(job = job.id, ticket, state_reason))]
+    async fn follow_up(&self, job: &ClaimedJob) -> Result<JobOutcome, StoreError> {
+        let ctx = &self.ctx;
+        let ticket = match self.job_ticket(job).await? {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
+        };
         let event = match job.event_id {
             Some(id) => ctx.store.ticket_event(id).await?,
             None => None,
@@ -326,38 +365,18 @@ impl Deliverer {
                 error: "the issue event this follow-up answers does not exist".into(),
             });
         };
-        let message = match followup_message(&ctx.ack, &ctx.templates, &ticket, &event) {
-            Ok(m) => m,
-            Err(e) => {
-                return Ok(JobOutcome::Dead {
-                    error: format!("composing the follow-up failed: {e}"),
-                })
-            }
-        };
-        Ok(match ctx.mailer.send(message).await {
-            Ok(()) => {
-                tracing::info!(
-                    state_reason = event.state_reason.as_deref().unwrap_or("none"),
-                    "follow-up sent"
-                );
-                JobOutcome::Done(Completion::Plain)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, transient = e.transient, "follow-up not sent");
-                self.failed(job, e.transient, e.message)
-            }
-        })
+        tracing::Span::current().record("state_reason", event.state_reason.as_deref().unwrap_or("none"));
+        let composed = followup_message(&ctx.ack, &ctx.templates, &ticket, &event);
+        Ok(self.send(job, "follow-up", composed, Completion::Plain).await)
     }
 
     #[tracing::instrument(name = "ack", skip_all, fields(job = job.id, ticket))]
     async fn acknowledge(&self, job: &ClaimedJob) -> Result<JobOutcome, StoreError> {
         let ctx = &self.ctx;
-        let Some(ticket) = ctx.store.ticket_by_id(job.ticket_id).await? else {
-            return Ok(JobOutcome::Dead {
-                error: "the ticket does not exist".into(),
-            });
+        let ticket = match self.job_ticket(job).await? {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
         };
-        tracing::Span::current().record("ticket", ticket.reference.as_str());
         let domain = email_domain(&ticket.email);
         for (key, by_domain, cap, what) in [
             (ticket.email.as_str(), false, ctx.acks_per_email, "per-address"),
@@ -371,27 +390,12 @@ impl Deliverer {
                 });
             }
         }
-        let message = match ack_message(&ctx.ack, &ctx.templates, &ticket) {
-            Ok(m) => m,
-            Err(e) => {
-                return Ok(JobOutcome::Dead {
-                    error: format!("composing the acknowledgement failed: {e}"),
-                })
-            }
+        let completion = Completion::Ack {
+            message_id: ack_message_id(&ticket.reference, &ctx.ack.from),
+            email: ticket.email.clone(),
         };
-        Ok(match ctx.mailer.send(message).await {
-            Ok(()) => {
-                tracing::info!("acknowledgement sent");
-                JobOutcome::Done(Completion::Ack {
-                    message_id: ack_message_id(&ticket.reference, &ctx.ack.from),
-                    email: ticket.email.clone(),
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, transient = e.transient, "acknowledgement not sent");
-                self.failed(job, e.transient, e.message)
-            }
-        })
+        let composed = ack_message(&ctx.ack, &ctx.templates, &ticket);
+        Ok(self.send(job, "acknowledgement", composed, completion).await)
     }
 
     #[tracing::instrument(name = "file_issue", skip_all, fields(job = job.id, ticket))]
@@ -402,12 +406,10 @@ impl Deliverer {
                 reason: "waiting: GitHub is not configured".into(),
             });
         };
-        let Some(ticket) = self.ctx.store.ticket_by_id(job.ticket_id).await? else {
-            return Ok(JobOutcome::Dead {
-                error: "the ticket does not exist".into(),
-            });
+        let ticket = match self.job_ticket(job).await? {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
         };
-        tracing::Span::current().record("ticket", ticket.reference.as_str());
         let type_id = ticket.filed_type.id();
         let Some(route) = gh.routes.get(type_id) else {
             return Ok(JobOutcome::Wait {

@@ -164,6 +164,17 @@ pub struct Ticket {
     pub github_issue: Option<FiledIssue>,
 }
 
+impl Ticket {
+    /// `received`, or `unsupported` for a request the policy answers.
+    pub fn status(&self) -> &'static str {
+        if self.unsupported.is_some() {
+            "unsupported"
+        } else {
+            "received"
+        }
+    }
+}
+
 /// A GitHub issue filed for a ticket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FiledIssue {

@@ -502,16 +502,7 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(TicketEvent {
-                id: r.try_get("id")?,
-                ticket_id: r.try_get("ticket_id")?,
-                at: r.try_get("at")?,
-                action: IssueAction::from_id(r.try_get("kind")?)?,
-                state_reason: r.try_get("state_reason")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(event_from_row).transpose()
     }
 
     async fn create_token(
@@ -635,17 +626,7 @@ impl Store for PostgresStore {
         .bind(ticket_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TicketEvent {
-                    id: r.try_get("id")?,
-                    ticket_id: r.try_get("ticket_id")?,
-                    at: r.try_get("at")?,
-                    action: IssueAction::from_id(r.try_get("kind")?)?,
-                    state_reason: r.try_get("state_reason")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn list_deliveries(&self, dead_only: bool, limit: i64) -> Result<Vec<Delivery>, StoreError> {
@@ -735,5 +716,15 @@ fn delivery_from_row(r: &PgRow) -> Result<Delivery, StoreError> {
         run_at: r.try_get("run_at")?,
         last_error: r.try_get("last_error")?,
         done_at: r.try_get("done_at")?,
+    })
+}
+
+fn event_from_row(r: &PgRow) -> Result<TicketEvent, StoreError> {
+    Ok(TicketEvent {
+        id: r.try_get("id")?,
+        ticket_id: r.try_get("ticket_id")?,
+        at: r.try_get("at")?,
+        action: IssueAction::from_id(r.try_get("kind")?)?,
+        state_reason: r.try_get("state_reason")?,
     })
 }

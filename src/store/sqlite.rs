@@ -505,16 +505,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|r| {
-            Ok(TicketEvent {
-                id: r.try_get("id")?,
-                ticket_id: r.try_get("ticket_id")?,
-                at: from_ms(r.try_get("at")?)?,
-                action: IssueAction::from_id(r.try_get("kind")?)?,
-                state_reason: r.try_get("state_reason")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(event_from_row).transpose()
     }
 
     async fn create_token(
@@ -638,17 +629,7 @@ impl Store for SqliteStore {
         .bind(ticket_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TicketEvent {
-                    id: r.try_get("id")?,
-                    ticket_id: r.try_get("ticket_id")?,
-                    at: from_ms(r.try_get("at")?)?,
-                    action: IssueAction::from_id(r.try_get("kind")?)?,
-                    state_reason: r.try_get("state_reason")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn list_deliveries(&self, dead_only: bool, limit: i64) -> Result<Vec<Delivery>, StoreError> {
@@ -730,5 +711,15 @@ fn delivery_from_row(r: &SqliteRow) -> Result<Delivery, StoreError> {
         run_at: from_ms(r.try_get("run_at")?)?,
         last_error: r.try_get("last_error")?,
         done_at: r.try_get::<Option<i64>, _>("done_at")?.map(from_ms).transpose()?,
+    })
+}
+
+fn event_from_row(r: &SqliteRow) -> Result<TicketEvent, StoreError> {
+    Ok(TicketEvent {
+        id: r.try_get("id")?,
+        ticket_id: r.try_get("ticket_id")?,
+        at: from_ms(r.try_get("at")?)?,
+        action: IssueAction::from_id(r.try_get("kind")?)?,
+        state_reason: r.try_get("state_reason")?,
     })
 }

@@ -53,6 +53,28 @@ fn issue_shape(req: &Request) -> bool {
     title_ok && body_ok && labels_ok && only_known
 }
 
+/// `verb /repos/{repo}/issues`, with GitHub's checks.
+fn issues(verb: &str, repo: &str) -> wiremock::MockBuilder {
+    github_headers(Mock::given(method(verb)).and(path(format!("/repos/{repo}/issues"))))
+}
+
+/// Every create in `repo` succeeds as issue `number`.
+async fn files_as(fake: &MockServer, repo: &str, number: i64) {
+    issues("POST", repo)
+        .respond_with(ResponseTemplate::new(201).set_body_json(created(number, repo)))
+        .mount(fake)
+        .await;
+}
+
+/// The marker search in `repo` finds nothing (`expect`: how often it must be asked).
+async fn finds_no_marker(fake: &MockServer, repo: &str, expect: Option<u64>) {
+    let mock = issues("GET", repo).respond_with(ResponseTemplate::new(200).set_body_json(json!([])));
+    match expect {
+        Some(n) => mock.expect(n).mount(fake).await,
+        None => mock.mount(fake).await,
+    }
+}
+
 async fn repo(fake: &MockServer, name: &str, private: bool) {
     github_headers(Mock::given(method("GET")).and(path(format!("/repos/{name}"))))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"full_name": name, "private": private})))
@@ -222,14 +244,8 @@ async fn rate_limits_are_waited_out_without_spending_attempts(backend: Backend) 
         .up_to_n_times(1)
         .mount(&fake)
         .await;
-    github_headers(Mock::given(method("GET")).and(path("/repos/acme/support/issues")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .mount(&fake)
-        .await;
-    github_headers(Mock::given(method("POST")).and(path("/repos/acme/support/issues")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(created(5, "acme/support")))
-        .mount(&fake)
-        .await;
+    finds_no_marker(&fake, "acme/support", None).await;
+    files_as(&fake, "acme/support", 5).await;
     let Some(app) = app_with_github(backend, &fake, &[("billing", "acme/support")]).await else {
         return;
     };
@@ -306,15 +322,8 @@ async fn a_502_is_retried_and_then_filed(backend: Backend) {
         .up_to_n_times(1)
         .mount(&fake)
         .await;
-    github_headers(Mock::given(method("GET")).and(path("/repos/acme/support/issues")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .expect(1)
-        .mount(&fake)
-        .await;
-    github_headers(Mock::given(method("POST")).and(path("/repos/acme/support/issues")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(created(9, "acme/support")))
-        .mount(&fake)
-        .await;
+    finds_no_marker(&fake, "acme/support", Some(1)).await;
+    files_as(&fake, "acme/support", 9).await;
     let Some(app) = app_with_github(backend, &fake, &[("billing", "acme/support")]).await else {
         return;
     };
@@ -344,10 +353,7 @@ on_both_backends!(
 async fn a_public_repository_gets_no_contact_details_and_never_a_security_ticket() {
     let fake = MockServer::start().await;
     repo(&fake, "acme/public", false).await;
-    github_headers(Mock::given(method("POST")).and(path("/repos/acme/public/issues")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(created(3, "acme/public")))
-        .mount(&fake)
-        .await;
+    files_as(&fake, "acme/public", 3).await;
     let app = app_with_github(
         Backend::Sqlite,
         &fake,
