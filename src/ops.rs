@@ -217,13 +217,34 @@ pub fn ticket_filter_errors(status: Option<&str>, request_type: Option<&str>) ->
     errors
 }
 
-/// Who runs a command on this machine, for the audit log.
+/// Who runs a command on this machine, for the audit log: the login name from the environment
+/// (`SUDO_USER` first, so `sudo intake …` names the person), else the process's user looked up in
+/// `/etc/passwd`, else its numeric uid — never an anonymous entry.
 pub fn local_actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
+    let from_env = ["SUDO_USER", "USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()));
+    let user = from_env.or_else(process_user).unwrap_or_else(|| "unknown".to_owned());
     format!("cli:{user}")
+}
+
+/// The real uid of this process and its name (Linux: `/proc/self/status` and `/etc/passwd`).
+fn process_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|passwd| {
+        passwd.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+            (id == uid).then(|| name.to_owned())
+        })
+    });
+    Some(name.unwrap_or_else(|| format!("uid-{uid}")))
 }
 
 #[cfg(test)]
@@ -264,6 +285,16 @@ mod tests {
         assert!(valid_token_name("alice-laptop.2"));
         assert!(!valid_token_name("alice laptop"));
         assert!(!valid_token_name(""));
+    }
+
+    #[test]
+    fn the_local_actor_is_never_anonymous() {
+        let actor = local_actor();
+        assert!(actor.starts_with("cli:") && actor.len() > 4, "{actor}");
+        assert!(
+            process_user().is_some_and(|u| !u.is_empty()),
+            "the process's own user is found"
+        );
     }
 }
 
