@@ -2,95 +2,37 @@
 //! wrote, in both log formats, for IPv4 and IPv6 clients behind a trusted proxy.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::json;
 
 use crate::helpers::{form_token, valid_ticket};
+use crate::process::{tool_available, Intake};
 
 fn filter() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/fail2ban/filter.d/intake.conf")
 }
 
-/// Whether `fail2ban-regex` is installed; in CI it must be (`.ci/run` installs it).
-fn fail2ban_available() -> bool {
-    let found = Command::new("fail2ban-regex")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "fail2ban-regex must be installed in CI"
-        );
-        eprintln!("fail2ban-regex is not installed: skipping the Fail2Ban filter test");
-    }
-    found
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `intake serve` on SQLite, logging in `format` to a file, behind a trusted proxy at 127.0.0.1.
-fn start(format: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("intake.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .arg("serve")
-        .env_remove("INTAKE_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("INTAKE_SERVER__LISTEN", "127.0.0.1:0")
-        .env("INTAKE_SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#)
-        .env(
+fn start(format: &str, dir: &Path) -> Intake {
+    let env = [
+        ("INTAKE_SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#.to_owned()),
+        (
             "INTAKE_DATABASE__URL",
-            format!("sqlite://{}", dir.path().join("db.sqlite").display()),
-        )
-        .env("INTAKE_EMAIL__FILE_DIR", dir.path().join("outbox"))
-        .env("INTAKE_LIMITS__PER_IP", "1/hour")
-        .env("INTAKE_WEBHOOK__GITHUB_SECRET", "webhook-test-secret")
-        .env("INTAKE_LIMITS__MIN_FILL_SECONDS", "0")
-        .env("INTAKE_DELIVERY__ENABLED", "false")
-        .env("INTAKE_LOG__FORMAT", format)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start intake");
-    let mut server = Server {
-        child,
-        port: 0,
-        log,
-        _dir: dir,
-    };
-    let port_re = regex::Regex::new(r#"intake listening.*?"?port"?[=:](\d+)"#).unwrap();
-    for _ in 0..300 {
-        let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-        if let Some(c) = port_re.captures(&text) {
-            server.port = c[1].parse().unwrap();
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-    drop(server);
-    panic!("intake did not report its port: {text}");
+            format!("sqlite://{}", dir.join("db.sqlite").display()),
+        ),
+        ("INTAKE_EMAIL__FILE_DIR", dir.join("outbox").display().to_string()),
+        ("INTAKE_LIMITS__PER_IP", "1/hour".to_owned()),
+        ("INTAKE_WEBHOOK__GITHUB_SECRET", "webhook-test-secret".to_owned()),
+        ("INTAKE_LIMITS__MIN_FILL_SECONDS", "0".to_owned()),
+        ("INTAKE_DELIVERY__ENABLED", "false".to_owned()),
+        ("INTAKE_LOG__FORMAT", format.to_owned()),
+    ];
+    Intake::serve(&env, &dir.join("intake.log"))
 }
 
 /// The addresses `fail2ban-regex` finds with the shipped filter, one per matched line, sorted.
-fn banned_addresses(log: &Path) -> Vec<String> {
+pub fn banned_addresses(log: &Path) -> Vec<String> {
     let out = Command::new("fail2ban-regex")
         .args(["-o", "ip"])
         .arg(log)
@@ -191,10 +133,11 @@ async fn refuse_clients(port: u16) {
 }
 
 async fn the_filter_matches_every_refusal_and_nothing_else(format: &str) {
-    if !fail2ban_available() {
+    if !tool_available("fail2ban-regex", &["--version"]) {
         return;
     }
-    let server = start(format);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(format, dir.path());
     refuse_clients(server.port).await;
     let log = std::fs::read_to_string(&server.log).unwrap();
     let found = banned_addresses(&server.log);
