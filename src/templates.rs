@@ -32,6 +32,14 @@ impl Templates {
             }
         });
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        // A missing value prints as nothing: an empty form field must not say "none".
+        env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         for (name, source) in SOURCES {
             // The templates are part of the binary and checked by the rendering tests.
             env.add_template(name, source).expect("embedded template compiles");

@@ -42,6 +42,15 @@ async fn the_form_lists_every_type_and_the_policy_with_labels_and_strict_headers
     for field in ["name", "email", "subject", "message", "account", "page_url"] {
         assert!(html.contains(&format!(r#"<label for="{field}">"#)), "label for {field}");
     }
+    // A new form is empty (a missing value once printed as "none" in every field).
+    let filled = regex::Regex::new(r#"<input type="(?:text|email|url)" id="(\w+)"[^>]* value="([^"]*)""#).unwrap();
+    let inputs: Vec<_> = filled
+        .captures_iter(&html)
+        .map(|c| (c[1].to_owned(), c[2].to_owned()))
+        .collect();
+    assert_eq!(inputs.len(), 6, "{inputs:?}");
+    assert!(inputs.iter().all(|(_, v)| v.is_empty()), "{inputs:?}");
+    assert!(html.contains("></textarea>"), "an empty message box");
     assert!(html.contains("business hours"));
     assert!(html.contains("Data recovery outside policy"));
     assert!(!html.contains("<script"), "no JavaScript");
