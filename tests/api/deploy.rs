@@ -93,3 +93,46 @@ fn the_systemd_unit_verifies_without_a_warning() {
     let (_, warnings) = verify(&unit.replace("ProtectSystem=strict", "ProtectSystem=bogus"));
     assert!(!warnings.is_empty(), "systemd-analyze reports a bad value");
 }
+
+#[test]
+fn the_journal_jail_reads_the_units_journal_in_debians_fail2ban() {
+    if !crate::process::tool_available("fail2ban-client", &["--version"]) {
+        return;
+    }
+    // Debian's configuration with the shipped filter and jail (its own sshd jail left out).
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("fail2ban");
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg("/etc/fail2ban")
+        .arg(&conf)
+        .status()
+        .unwrap()
+        .success());
+    let _ = std::fs::remove_file(conf.join("jail.d/defaults-debian.conf"));
+    std::fs::copy(
+        deploy("fail2ban/filter.d/intake.conf"),
+        conf.join("filter.d/intake.conf"),
+    )
+    .unwrap();
+    std::fs::copy(deploy("fail2ban/jail.d/intake.conf"), conf.join("jail.d/intake.conf")).unwrap();
+    let out = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-d")
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{dump}{}", String::from_utf8_lossy(&out.stderr));
+    // The journal of the unit deploy/systemd ships, and only the one jail enabled by default.
+    let unit = deploy("systemd/intake.service");
+    let unit_name = unit.file_name().unwrap().to_str().unwrap();
+    for expected in [
+        "['add', 'intake', 'systemd']".to_owned(),
+        format!("['set', 'intake', 'addjournalmatch', '_SYSTEMD_UNIT={unit_name}']"),
+        "['set', 'intake', 'maxretry', 10]".to_owned(),
+    ] {
+        assert!(dump.contains(&expected), "{expected} in\n{dump}");
+    }
+    assert!(!dump.contains("'intake-pm2'"), "the PM2 jail is off unless enabled");
+}

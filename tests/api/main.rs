@@ -19,6 +19,7 @@ mod idempotency;
 mod nginx;
 mod ops;
 mod outbox_queue;
+mod pm2;
 mod process;
 mod smtp_server;
 mod store_conformance;
