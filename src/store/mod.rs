@@ -1,5 +1,11 @@
 //! Durable storage: one [`Store`] trait, a SQLite and a PostgreSQL implementation, and the
 //! group-commit [`TicketWriter`] in front of them.
+//!
+//! Migrations (`migrations/<backend>/`, embedded) only add: tables, indexes, and columns that are
+//! nullable or have a default; a landed one is never edited, and something is removed only in a
+//! release after every binary that used it is gone. So a binary of an earlier release works on the
+//! schema of a later one, and `migrate` passes over applied migrations it does not know: a rolling
+//! upgrade, an old instance restarting mid-upgrade, and a rollback all start.
 
 mod postgres;
 mod sqlite;

@@ -234,7 +234,10 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await?;
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        // Migrations only add (see the `store` module): an earlier release starts on a later schema.
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.writer).await?;
         Ok(())
     }
 

@@ -190,3 +190,69 @@ async fn check_reaches_smtp_and_github_and_judges_each_route() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("email") && stdout.contains("FAILED"), "{stdout}");
 }
+
+/// A rollback, or an instance of the old release restarting in the middle of a rolling upgrade:
+/// the schema carries a migration this binary does not know, and `migrate` and `serve` still work.
+async fn an_earlier_release_starts_on_a_later_schema(backend: crate::helpers::Backend) {
+    let Some(db) = crate::helpers::TestDatabase::create(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("INTAKE_DATABASE__URL", db.url())];
+    let out = intake(dir.path(), &["migrate"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // What a later release's migration leaves behind: a new table and its row in sqlx's ledger.
+    let later = [
+        "CREATE TABLE from_a_later_release (id BIGINT PRIMARY KEY)",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a later release', TRUE, x'00', 0)",
+    ];
+    let pg_later = later[1].replace("x'00'", "'\\x00'::bytea");
+    match backend {
+        crate::helpers::Backend::Sqlite => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            for sql in later {
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+        crate::helpers::Backend::Postgres => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            for sql in [later[0], pg_later.as_str()] {
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+    let out = intake(dir.path(), &["migrate"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = intake(dir.path(), &["check"], &env);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("database"),
+        "{}",
+        stderr(&out)
+    );
+    let mut server = crate::process::Intake::serve(
+        &[
+            ("INTAKE_DATABASE__URL", db.url().to_owned()),
+            (
+                "INTAKE_EMAIL__FILE_DIR",
+                dir.path().join("outbox").display().to_string(),
+            ),
+            ("INTAKE_DELIVERY__ENABLED", "false".to_owned()),
+        ],
+        &dir.path().join("serve.log"),
+    );
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/api/v1/tickets", server.port))
+        .json(&crate::helpers::valid_ticket())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    server.kill();
+}
+
+crate::on_both_backends!(an_earlier_release_starts_on_a_later_schema);
