@@ -4,6 +4,7 @@ mod helpers;
 
 mod abuse;
 mod api_tickets;
+mod backup;
 mod browser;
 mod cli;
 mod delivery_crash;

@@ -1,0 +1,129 @@
+//! The backups the README describes, taken with the real tools while the service runs and
+//! restored into a new instance: `sqlite3 … ".backup …"` and `pg_dump -Fc` / `pg_restore`.
+
+use std::path::Path;
+use std::process::Command;
+
+use secrecy::SecretString;
+
+use crate::helpers::{valid_ticket, Backend, TestDatabase};
+use crate::process::{tool_available, Intake};
+
+fn serve(db_url: &str, dir: &Path, name: &str) -> Intake {
+    let env = [
+        ("INTAKE_DATABASE__URL", db_url.to_owned()),
+        ("INTAKE_EMAIL__FILE_DIR", dir.join("outbox").display().to_string()),
+        ("INTAKE_DELIVERY__ENABLED", "false".to_owned()),
+        ("INTAKE_LIMITS__PER_IP", "1000000/second".to_owned()),
+        ("INTAKE_LIMITS__PER_EMAIL", "1000000/second".to_owned()),
+    ];
+    Intake::serve(&env, &dir.join(format!("{name}.log")))
+}
+
+async fn submit(port: u16, n: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut references = Vec::new();
+    for _ in 0..n {
+        let res = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/tickets"))
+            .json(&valid_ticket())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        let v: serde_json::Value = res.json().await.unwrap();
+        references.push(v["ticket"].as_str().unwrap().to_owned());
+    }
+    references
+}
+
+/// Submissions keep arriving while the backup is taken; returns the task to stop afterwards.
+fn keep_submitting(port: u16) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            submit(port, 1).await;
+        }
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("the tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every reference is in the restored database, and the restored service takes new tickets.
+async fn restored_has(db_url: &str, dir: &Path, references: &[String]) {
+    let server = serve(db_url, dir, "restored");
+    let store = intake::store::connect(&SecretString::from(db_url.to_owned()), 1)
+        .await
+        .unwrap();
+    for reference in references {
+        let ticket = store.ticket_by_reference(reference).await.unwrap();
+        assert!(ticket.is_some(), "{reference} is in the backup");
+    }
+    let new = submit(server.port, 3).await;
+    for reference in &new {
+        assert!(!references.contains(reference));
+        assert!(store.ticket_by_reference(reference).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_backup_taken_while_serving_restores() {
+    if !tool_available("sqlite3", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("intake.db");
+    let mut server = serve(&format!("sqlite://{}", live.display()), dir.path(), "live");
+    let references = submit(server.port, 20).await;
+    let load = keep_submitting(server.port);
+    let copy = dir.path().join("backup.db");
+    run(Command::new("sqlite3")
+        .arg(&live)
+        .arg(format!(".backup '{}'", copy.display())));
+    load.abort();
+    server.kill();
+
+    let out = Command::new("sqlite3")
+        .arg(&copy)
+        .arg("PRAGMA integrity_check")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    // Restore as the README says: the copy in place, no WAL files beside it.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::copy(&copy, restored.join("intake.db")).unwrap();
+    let url = format!("sqlite://{}", restored.join("intake.db").display());
+    restored_has(&url, dir.path(), &references).await;
+}
+
+#[tokio::test]
+async fn a_postgres_dump_taken_while_serving_restores_into_an_empty_database() {
+    if !tool_available("pg_dump", &["--version"]) {
+        return;
+    }
+    let Some(live) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let Some(empty) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(live.url(), dir.path(), "live");
+    let references = submit(server.port, 20).await;
+    let load = keep_submitting(server.port);
+    let dump = dir.path().join("intake.dump");
+    run(Command::new("pg_dump").args(["-Fc", "-f"]).arg(&dump).arg(live.url()));
+    load.abort();
+    server.kill();
+
+    run(Command::new("pg_restore").arg("-d").arg(empty.url()).arg(&dump));
+    restored_has(empty.url(), dir.path(), &references).await;
+}
