@@ -6,8 +6,8 @@ use std::process::Command;
 
 use secrecy::SecretString;
 
-use crate::helpers::{valid_ticket, Backend, TestDatabase};
-use crate::process::{tool_available, Intake};
+use crate::helpers::{Backend, TestDatabase};
+use crate::process::{run_ok, submit, tool_available, Intake};
 
 fn serve(db_url: &str, dir: &Path, name: &str) -> Intake {
     let env = [
@@ -20,23 +20,6 @@ fn serve(db_url: &str, dir: &Path, name: &str) -> Intake {
     Intake::serve(&env, &dir.join(format!("{name}.log")))
 }
 
-async fn submit(port: u16, n: usize) -> Vec<String> {
-    let client = reqwest::Client::new();
-    let mut references = Vec::new();
-    for _ in 0..n {
-        let res = client
-            .post(format!("http://127.0.0.1:{port}/api/v1/tickets"))
-            .json(&valid_ticket())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
-        let v: serde_json::Value = res.json().await.unwrap();
-        references.push(v["ticket"].as_str().unwrap().to_owned());
-    }
-    references
-}
-
 /// Submissions keep arriving while the backup is taken; returns the task to stop afterwards.
 fn keep_submitting(port: u16) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -44,16 +27,6 @@ fn keep_submitting(port: u16) -> tokio::task::JoinHandle<()> {
             submit(port, 1).await;
         }
     })
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("the tool runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Every reference is in the restored database, and the restored service takes new tickets.
@@ -84,9 +57,11 @@ async fn a_sqlite_backup_taken_while_serving_restores() {
     let references = submit(server.port, 20).await;
     let load = keep_submitting(server.port);
     let copy = dir.path().join("backup.db");
-    run(Command::new("sqlite3")
-        .arg(&live)
-        .arg(format!(".backup '{}'", copy.display())));
+    run_ok(
+        Command::new("sqlite3")
+            .arg(&live)
+            .arg(format!(".backup '{}'", copy.display())),
+    );
     load.abort();
     server.kill();
 
@@ -120,10 +95,10 @@ async fn a_postgres_dump_taken_while_serving_restores_into_an_empty_database() {
     let references = submit(server.port, 20).await;
     let load = keep_submitting(server.port);
     let dump = dir.path().join("intake.dump");
-    run(Command::new("pg_dump").args(["-Fc", "-f"]).arg(&dump).arg(live.url()));
+    run_ok(Command::new("pg_dump").args(["-Fc", "-f"]).arg(&dump).arg(live.url()));
     load.abort();
     server.kill();
 
-    run(Command::new("pg_restore").arg("-d").arg(empty.url()).arg(&dump));
+    run_ok(Command::new("pg_restore").arg("-d").arg(empty.url()).arg(&dump));
     restored_has(empty.url(), dir.path(), &references).await;
 }

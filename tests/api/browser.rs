@@ -5,24 +5,17 @@
 //! kept in `target/browser-screenshots/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use secrecy::SecretString;
 
-use crate::process::{free_port, tool_available, Intake};
+use crate::process::{free_port, running_as_root, tool_available, Intake, Running};
 
 struct ChromeDriver {
-    child: Child,
+    _process: Running,
     port: u16,
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl ChromeDriver {
@@ -34,7 +27,10 @@ impl ChromeDriver {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let driver = ChromeDriver { child, port };
+        let driver = ChromeDriver {
+            _process: Running(child),
+            port,
+        };
         let status = format!("http://127.0.0.1:{port}/status");
         for _ in 0..100 {
             if let Ok(res) = reqwest::get(&status).await {
@@ -82,13 +78,6 @@ fn chromium() -> &'static str {
     }
 }
 
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn screenshot_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -102,6 +91,15 @@ async fn screenshot(browser: &Client, name: &str) {
     let png = browser.screenshot().await.expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Clicks what `css` finds, as a person would (a button, a label).
+async fn click(browser: &Client, css: &str) {
+    let element = browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|_| panic!("{css} is on the page"));
+    element.click().await.unwrap();
 }
 
 async fn type_into(browser: &Client, id: &str, text: &str) {
@@ -172,13 +170,7 @@ async fn the_form_works_in_chromium(javascript: bool) {
     type_into(&browser, "email", "grace.example.com").await;
     type_into(&browser, "account", "acct-1906").await;
     type_into(&browser, "message", "Too short").await;
-    browser
-        .find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form button[type=submit]").await;
     browser
         .wait()
         .for_element(Locator::Css(".error-summary"))
@@ -213,13 +205,7 @@ async fn the_form_works_in_chromium(javascript: bool) {
     assert_eq!(value_of(&browser, "message").await, "Too short");
 
     // Corrected: the label of a type clicked, the fields fixed, sent again.
-    browser
-        .find(Locator::Css("label[for=type-billing]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "label[for=type-billing]").await;
     type_into(&browser, "email", "grace@example.com").await;
     type_into(&browser, "subject", "Invoice for October").await;
     type_into(
@@ -229,13 +215,7 @@ async fn the_form_works_in_chromium(javascript: bool) {
     )
     .await;
     screenshot(&browser, &format!("{mode}-3-corrected")).await;
-    browser
-        .find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form button[type=submit]").await;
     let shown = browser.wait().for_element(Locator::Id("reference")).await.unwrap();
     screenshot(&browser, &format!("{mode}-4-confirmation")).await;
 

@@ -245,13 +245,7 @@ async fn an_earlier_release_starts_on_a_later_schema(backend: crate::helpers::Ba
         ],
         &dir.path().join("serve.log"),
     );
-    let res = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/tickets", server.port))
-        .json(&crate::helpers::valid_ticket())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    crate::process::submit(server.port, 1).await;
     server.kill();
 }
 

@@ -109,13 +109,7 @@ async fn every_acknowledged_ticket_survives_a_kill_9(backend: Backend) {
     }
     // And a restart finds a working database.
     let (mut child, port) = start(db.url(), outbox.path());
-    let res = client
-        .post(format!("http://127.0.0.1:{port}/api/v1/tickets"))
-        .json(&valid_ticket())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    crate::process::submit(port, 1).await;
     child.kill().unwrap();
     child.wait().unwrap();
 }

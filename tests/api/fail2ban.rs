@@ -7,10 +7,21 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::helpers::{form_token, valid_ticket};
-use crate::process::{tool_available, Intake};
+use crate::process::{run_ok, tool_available, Intake};
 
 fn filter() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/fail2ban/filter.d/intake.conf")
+}
+
+/// Debian's Fail2Ban configuration copied to `dir/fail2ban`, with the shipped filter and `jail` as
+/// `jail.d/intake.conf`, and without Debian's own sshd jail (no log for it on a test machine).
+pub fn debian_config_with(dir: &Path, jail: &str) -> PathBuf {
+    let conf = dir.join("fail2ban");
+    run_ok(Command::new("cp").arg("-r").arg("/etc/fail2ban").arg(&conf));
+    let _ = std::fs::remove_file(conf.join("jail.d/defaults-debian.conf"));
+    std::fs::copy(filter(), conf.join("filter.d/intake.conf")).unwrap();
+    std::fs::write(conf.join("jail.d/intake.conf"), jail).unwrap();
+    conf
 }
 
 /// `intake serve` on SQLite, logging in `format` to a file, behind a trusted proxy at 127.0.0.1.

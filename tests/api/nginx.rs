@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use crate::fail2ban::banned_addresses;
 use crate::form::valid_fields;
 use crate::helpers::{form_token, valid_ticket, Backend, TestDatabase};
-use crate::process::{free_port, tool_available, Intake};
+use crate::process::{free_port, running_as_root, tool_available, Intake, Running};
 
 const HOST: &str = "help.localizevideos.example";
 
@@ -85,18 +85,11 @@ fn with_test_overrides(conf: &str, dir: &Path, https: u16, http: u16, instances:
 }
 
 struct Nginx {
-    child: Child,
+    process: Running,
     dir: tempfile::TempDir,
     https: u16,
     http: u16,
     certificate: String,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Nginx {
@@ -133,7 +126,7 @@ impl Nginx {
             .spawn()
             .expect("start nginx");
         let mut nginx = Nginx {
-            child,
+            process: Running(child),
             dir,
             https,
             http,
@@ -143,9 +136,8 @@ impl Nginx {
             if std::net::TcpStream::connect(("127.0.0.1", https)).is_ok() {
                 return nginx;
             }
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited ({status}): {}", nginx.error_log());
-            }
+            let log = nginx.error_log();
+            nginx.process.assert_alive("nginx", || log);
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("nginx did not listen: {}", nginx.error_log());
@@ -170,13 +162,6 @@ impl Nginx {
             .build()
             .unwrap()
     }
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn url(path: &str) -> String {

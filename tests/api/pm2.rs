@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::process::{free_port, tool_available};
+use crate::fail2ban::debian_config_with;
+use crate::process::{free_port, run_ok, tool_available, Running};
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)
@@ -25,14 +26,7 @@ impl Pm2 {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run pm2");
-        assert!(
-            out.status.success(),
-            "pm2 {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        run_ok(&mut cmd)
     }
 
     fn pid(&self) -> u32 {
@@ -106,8 +100,7 @@ fn ecosystem_log() -> String {
         "process.stdout.write(require({:?}).apps[0].error_file)",
         deploy("pm2/ecosystem.config.js").display().to_string()
     );
-    let out = Command::new("node").arg("-e").arg(script).output().expect("run node");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_ok(Command::new("node").arg("-e").arg(script));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -115,41 +108,15 @@ fn ecosystem_log() -> String {
 /// and its socket, database and log in `dir`. Runs in a time zone far from UTC, so a log whose
 /// times it misread would fall outside `findtime` and ban nobody.
 struct Fail2Ban {
-    child: std::process::Child,
+    _process: Running,
     dir: PathBuf,
-}
-
-impl Drop for Fail2Ban {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Fail2Ban {
     fn start(dir: &Path, log: &Path) -> Fail2Ban {
-        let conf = dir.join("fail2ban");
-        let copied = Command::new("cp")
-            .arg("-r")
-            .arg("/etc/fail2ban")
-            .arg(&conf)
-            .status()
-            .unwrap();
-        assert!(copied.success());
-        // Debian's default enables an sshd jail this machine has no log for.
-        let _ = std::fs::remove_file(conf.join("jail.d/defaults-debian.conf"));
-        std::fs::copy(
-            deploy("fail2ban/filter.d/intake.conf"),
-            conf.join("filter.d/intake.conf"),
-        )
-        .unwrap();
         let jail = std::fs::read_to_string(deploy("fail2ban/jail.d/intake.conf")).unwrap();
         let banned = dir.join("banned");
-        std::fs::write(
-            conf.join("jail.d/intake.conf"),
-            jail_with_test_overrides(&jail, log, &banned),
-        )
-        .unwrap();
+        let conf = debian_config_with(dir, &jail_with_test_overrides(&jail, log, &banned));
         let d = dir.display();
         std::fs::write(
             conf.join("fail2ban.local"),
@@ -168,7 +135,7 @@ impl Fail2Ban {
             .spawn()
             .expect("start fail2ban-server");
         Fail2Ban {
-            child,
+            _process: Running(child),
             dir: dir.to_owned(),
         }
     }

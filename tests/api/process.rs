@@ -3,8 +3,10 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
+
+use crate::helpers::valid_ticket;
 
 /// Whether `program` runs (`args` is a cheap invocation such as `--version`). In CI it must:
 /// `.ci/run` installs every tool a test needs, so a missing one fails there instead of skipping.
@@ -28,9 +30,51 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
+pub struct Running(pub Child);
+
+impl Running {
+    /// Panics with `log()` if the process has exited.
+    pub fn assert_alive(&mut self, what: &str, log: impl FnOnce() -> String) {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            panic!("{what} exited ({status}): {}", log());
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `cmd` to its end and returns its output; panics with what it said if it failed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the program runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 /// `intake serve`, killed when dropped.
 pub struct Intake {
-    child: Child,
+    child: Running,
     pub port: u16,
     pub log: PathBuf,
 }
@@ -53,7 +97,7 @@ impl Intake {
             .spawn()
             .expect("start intake");
         let mut intake = Intake {
-            child,
+            child: Running(child),
             port: 0,
             log: log.to_owned(),
         };
@@ -64,9 +108,10 @@ impl Intake {
                 intake.port = c[1].parse().unwrap();
                 return intake;
             }
-            if let Ok(Some(status)) = intake.child.try_wait() {
-                panic!("intake exited ({status}): {}", intake.log_text());
-            }
+            let log = intake.log.clone();
+            intake
+                .child
+                .assert_alive("intake", || std::fs::read_to_string(log).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("intake did not report its port: {}", intake.log_text());
@@ -78,13 +123,24 @@ impl Intake {
 
     /// SIGKILL, as a crash or an OOM kill would stop it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 }
 
-impl Drop for Intake {
-    fn drop(&mut self) {
-        self.kill();
+/// Submits `n` valid tickets to an instance on `port` through the API; their references.
+pub async fn submit(port: u16, n: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut references = Vec::new();
+    for _ in 0..n {
+        let res = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/tickets"))
+            .json(&valid_ticket())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        let v: serde_json::Value = res.json().await.unwrap();
+        references.push(v["ticket"].as_str().unwrap().to_owned());
     }
+    references
 }
