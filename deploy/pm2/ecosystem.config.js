@@ -26,6 +26,8 @@
 
 const fs = require("fs");
 
+// The file as systemd's EnvironmentFile reads it: KEY=value lines, `#` or `;` comments, and a
+// value in single or double quotes stands without them.
 function environmentFile(path) {
   const env = {};
   if (!fs.existsSync(path)) {
@@ -33,12 +35,16 @@ function environmentFile(path) {
   }
   for (const line of fs.readFileSync(path, "utf8").split("\n")) {
     const trimmed = line.trim();
-    if (trimmed === "" || trimmed.startsWith("#")) {
+    if (trimmed === "" || trimmed.startsWith("#") || trimmed.startsWith(";")) {
       continue;
     }
     const eq = trimmed.indexOf("=");
     if (eq > 0) {
-      env[trimmed.slice(0, eq).trim()] = trimmed.slice(eq + 1).trim();
+      let value = trimmed.slice(eq + 1).trim();
+      if (value.length >= 2 && (value[0] === '"' || value[0] === "'") && value.endsWith(value[0])) {
+        value = value.slice(1, -1);
+      }
+      env[trimmed.slice(0, eq).trim()] = value;
     }
   }
   return env;

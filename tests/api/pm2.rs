@@ -161,7 +161,8 @@ async fn pm2_runs_intake_restarts_it_with_a_new_environment_and_fail2ban_reads_i
     std::fs::write(
         &env_file,
         format!(
-            "# test settings\nINTAKE_DATABASE__URL=sqlite://{db}\nINTAKE_SERVER__LISTEN=127.0.0.1:{port}\n\
+            "# test settings, written as for systemd (quotes are not part of the value)\n\
+             INTAKE_DATABASE__URL='sqlite://{db}'\n; a comment\nINTAKE_SERVER__LISTEN=127.0.0.1:{port}\n\
              INTAKE_EMAIL__TRANSPORT=file\nINTAKE_EMAIL__FILE_DIR={outbox}\nINTAKE_DELIVERY__ENABLED=false\n\
              INTAKE_WEBHOOK__GITHUB_SECRET=pm2-test-secret\nINTAKE_SERVER__FORM_SECRET=a-form-secret-of-at-least-32-chars!\n",
             db = dir.path().join("db.sqlite").display(),
@@ -197,6 +198,7 @@ async fn pm2_runs_intake_restarts_it_with_a_new_environment_and_fail2ban_reads_i
     );
     let page = form_page(port).await;
     assert!(page.contains("LocalizeVideos"), "the example configuration's site name");
+    assert!(dir.path().join("db.sqlite").exists(), "the environment file's database");
     let first = pm2.pid();
     assert!(first > 0 && alive(first));
 
