@@ -37,7 +37,12 @@ impl Mailer {
     pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Mailer> {
         match settings.transport {
             EmailTransport::File => {
-                std::fs::create_dir_all(&settings.file_dir)?;
+                // The messages hold customers' addresses: a new outbox is the owner's alone.
+                let mut dir = std::fs::DirBuilder::new();
+                dir.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+                dir.create(&settings.file_dir)?;
                 Ok(Mailer::File(AsyncFileTransport::new(&settings.file_dir)))
             }
             EmailTransport::Smtp => {

@@ -86,6 +86,7 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
         }
+        create_private(options.get_filename()).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -104,6 +105,24 @@ impl SqliteStore {
             .connect_with(options.pragma("cache_size", "-1024").statement_cache_capacity(64))
             .await?;
         Ok(SqliteStore { writer, reader })
+    }
+}
+
+/// Creates a new database file readable by its owner only: tickets hold names and email addresses,
+/// and the service may run without systemd's `UMask=0027` (under PM2, by hand). SQLite gives the
+/// `-wal` and `-shm` files the database's mode. An existing file keeps the mode it has.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str() == ":memory:" || path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -76,6 +76,13 @@ fn check_on_embedded_defaults_reports_each_part_and_passes() {
         dir.path().join("data/intake.db").exists(),
         "SQLite in ./data by default"
     );
+    // Tickets and emails hold personal data: the new database, its WAL and the outbox are the
+    // owner's alone, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["data/intake.db", "data/intake.db-wal", "data/outbox"] {
+        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
 }
 
 #[test]
