@@ -92,6 +92,30 @@ fn the_systemd_unit_verifies_without_a_warning() {
     // The check can fail: a misspelt hardening option is reported.
     let (_, warnings) = verify(&unit.replace("ProtectSystem=strict", "ProtectSystem=bogus"));
     assert!(!warnings.is_empty(), "systemd-analyze reports a bad value");
+
+    // systemd's own exposure score (0 best, 10 worst) stays at 1.5 or below ("OK"); the unit
+    // scores 1.2. A unit with the sandboxing lines removed scores far worse and fails the check.
+    let exposure_at_most_1_5 = |text: &str| {
+        let path = dir.path().join("intake.service");
+        std::fs::write(
+            &path,
+            text.replace("/usr/local/bin/intake", env!("CARGO_BIN_EXE_intake")),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--threshold=15"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    assert!(exposure_at_most_1_5(&unit));
+    let unhardened: String = unit
+        .lines()
+        .filter(|l| !l.starts_with("Protect") && !l.starts_with("Restrict") && !l.starts_with("Private"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!exposure_at_most_1_5(&unhardened));
 }
 
 #[test]
