@@ -66,17 +66,20 @@ fn the_systemd_unit_verifies_without_a_warning() {
         assert!(unit.lines().any(|l| l == hardening), "{hardening}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let verify = |text: &str| {
-        // The one test override: the binary where this build put it, not /usr/local/bin.
+    // The one test override: the binary where this build put it, not /usr/local/bin.
+    let written = |text: &str| {
         let path = dir.path().join("intake.service");
         std::fs::write(
             &path,
             text.replace("/usr/local/bin/intake", env!("CARGO_BIN_EXE_intake")),
         )
         .unwrap();
+        path
+    };
+    let verify = |text: &str| {
         let out = Command::new("systemd-analyze")
             .arg("verify")
-            .arg(&path)
+            .arg(written(text))
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -96,15 +99,9 @@ fn the_systemd_unit_verifies_without_a_warning() {
     // systemd's own exposure score (0 best, 10 worst) stays at 1.5 or below ("OK"); the unit
     // scores 1.2. A unit with the sandboxing lines removed scores far worse and fails the check.
     let exposure_at_most_1_5 = |text: &str| {
-        let path = dir.path().join("intake.service");
-        std::fs::write(
-            &path,
-            text.replace("/usr/local/bin/intake", env!("CARGO_BIN_EXE_intake")),
-        )
-        .unwrap();
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=true", "--threshold=15"])
-            .arg(&path)
+            .arg(written(text))
             .output()
             .unwrap();
         out.status.success()
