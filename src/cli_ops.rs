@@ -46,6 +46,17 @@ fn fail(json: bool, message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Reports a change that was made: `value` (with `"ok": true`) in JSON, else `text`.
+fn done(json: bool, mut value: serde_json::Value, text: &str) -> ExitCode {
+    if json {
+        value["ok"] = true.into();
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+    ExitCode::SUCCESS
+}
+
 /// The audit entry for a change made on this machine, once its `--reason` says something.
 fn change(action: &str, target: String, why: &str) -> Result<AuditEntry, String> {
     let reason = check_reason(why).map_err(|m| format!("--reason: {m}"))?;
@@ -130,14 +141,11 @@ pub async fn tokens(json: bool, settings: &Settings, command: TokensCommand) -> 
                 Err(e) => return fail(json, &e),
             };
             match store.revoke_token(&name, &audit).await {
-                Ok(true) => {
-                    if json {
-                        println!("{}", serde_json::json!({ "ok": true, "revoked": name }));
-                    } else {
-                        println!("token `{name}` revoked");
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(true) => done(
+                    json,
+                    serde_json::json!({ "revoked": name }),
+                    &format!("token `{name}` revoked"),
+                ),
                 Ok(false) => fail(json, &format!("there is no live token named `{name}`")),
                 Err(e) => fail(json, &format!("{e}")),
             }
@@ -276,14 +284,11 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
                 Err(e) => return fail(json, &e),
             };
             match store.queue_ack(ticket.id, &audit).await {
-                Ok(id) => {
-                    if json {
-                        println!("{}", serde_json::json!({ "ok": true, "delivery": id }));
-                    } else {
-                        println!("acknowledgement queued again as delivery {id}");
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(id) => done(
+                    json,
+                    serde_json::json!({ "delivery": id }),
+                    &format!("acknowledgement queued again as delivery {id}"),
+                ),
                 Err(e) => fail(json, &format!("{e}")),
             }
         }
@@ -366,14 +371,11 @@ pub async fn deliveries_cmd(json: bool, settings: &Settings, command: Deliveries
                 Err(e) => return fail(json, &e),
             };
             match store.retry_delivery(id, &audit).await {
-                Ok(crate::store::RetryOutcome::Queued) => {
-                    if json {
-                        println!("{}", serde_json::json!({ "ok": true, "id": id, "state": "pending" }));
-                    } else {
-                        println!("delivery {id} is pending again; a running service picks it up");
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(crate::store::RetryOutcome::Queued) => done(
+                    json,
+                    serde_json::json!({ "id": id, "state": "pending" }),
+                    &format!("delivery {id} is pending again; a running service picks it up"),
+                ),
                 Ok(crate::store::RetryOutcome::NotFound) => fail(json, &format!("no delivery {id}")),
                 Ok(crate::store::RetryOutcome::NotRetryable { state }) => fail(
                     json,

@@ -350,19 +350,13 @@ pub fn timeline(
                 out.push(entry(at, "filed", ticket.github_issue.as_ref().map(|i| i.url.clone())))
             }
             (JobKind::FollowupEmail, "done") => out.push(entry(at, "followed up", None)),
-            (_, "dead") => out.push(entry(
+            (_, state @ ("dead" | "skipped")) => out.push(entry(
                 at,
-                "delivery failed",
-                Some(format!(
-                    "{} #{}: {}",
-                    d.kind.id(),
-                    d.id,
-                    d.last_error.as_deref().unwrap_or("")
-                )),
-            )),
-            (_, "skipped") => out.push(entry(
-                at,
-                "delivery skipped",
+                if state == "dead" {
+                    "delivery failed"
+                } else {
+                    "delivery skipped"
+                },
                 Some(format!(
                     "{} #{}: {}",
                     d.kind.id(),

@@ -27,13 +27,6 @@ async fn app_with_smtp(
     .await
 }
 
-async fn submit(app: &TestApp, ticket: &Value) -> String {
-    let res = app.post_ticket(ticket).await;
-    assert_eq!(res.status(), 202);
-    let body: Value = res.json().await.unwrap();
-    body["ticket"].as_str().unwrap().to_owned()
-}
-
 async fn the_acknowledgement_reaches_the_smtp_server_with_the_right_headers_and_parts(backend: Backend) {
     let smtp = SmtpServer::start().await;
     let Some(app) = app_with_smtp(backend, &smtp, |_| {}).await else {
@@ -43,7 +36,7 @@ async fn the_acknowledgement_reaches_the_smtp_server_with_the_right_headers_and_
     t["name"] = json!("Mallory <evil@attacker.example>");
     t["subject"] = json!("Click http://phish.example now");
     t["message"] = json!("Dear victim, your account is suspended, visit http://phish.example to restore it.");
-    let reference = submit(&app, &t).await;
+    let reference = app.submit(&t).await;
 
     assert_eq!(app.deliverer.run_once().await.unwrap(), 1);
     let mail = smtp.received();
@@ -103,7 +96,7 @@ async fn past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped(backe
     };
     let mut refs = Vec::new();
     for _ in 0..3 {
-        refs.push(submit(&app, &valid_ticket()).await);
+        refs.push(app.submit(&valid_ticket()).await);
         app.deliverer.run_once().await.unwrap();
     }
     assert_eq!(smtp.received().len(), 2);
@@ -121,7 +114,7 @@ async fn past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped(backe
     // Another address is not affected.
     let mut other = valid_ticket();
     other["email"] = json!("grace@example.com");
-    submit(&app, &other).await;
+    app.submit(&other).await;
     app.deliverer.run_once().await.unwrap();
     assert_eq!(smtp.received().len(), 3);
 }
@@ -144,7 +137,7 @@ async fn past_the_per_domain_cap_one_organisation_gets_no_more_acknowledgements(
     ] {
         let mut t = valid_ticket();
         t["email"] = json!(who);
-        refs.push(submit(&app, &t).await);
+        refs.push(app.submit(&t).await);
         app.deliverer.run_once().await.unwrap();
     }
     let recipients: Vec<String> = smtp.received().iter().map(|m| m.rcpt_to.join(",")).collect();
@@ -161,7 +154,7 @@ async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend
         return;
     };
     smtp.transient_failures.store(1, std::sync::atomic::Ordering::SeqCst);
-    let first = submit(&app, &valid_ticket()).await;
+    let first = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let t = app.store.ticket_by_reference(&first).await.unwrap().unwrap();
     let ack = app.store.deliveries_for_ticket(t.id).await.unwrap().remove(0);
@@ -177,7 +170,7 @@ async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend
     smtp.permanent_failures.store(1, std::sync::atomic::Ordering::SeqCst);
     let mut other = valid_ticket();
     other["email"] = json!("nobody@example.com");
-    let second = submit(&app, &other).await;
+    let second = app.submit(&other).await;
     app.deliverer.run_once().await.unwrap();
     let t = app.store.ticket_by_reference(&second).await.unwrap().unwrap();
     let ack = app.store.deliveries_for_ticket(t.id).await.unwrap().remove(0);
@@ -202,7 +195,7 @@ async fn an_unsupported_request_is_acknowledged_with_the_policy() {
     t["type"] = json!("product");
     t["subject"] = json!("Please set up SSO for us");
     t["message"] = json!("Could you configure SAML SSO with our Okta for us? We have no time.");
-    submit(&app, &t).await;
+    app.submit(&t).await;
     app.deliverer.run_once().await.unwrap();
     let m = &smtp.received()[0];
     assert!(m.decoded().contains("do not configure accounts"), "{}", m.decoded());
@@ -212,7 +205,7 @@ async fn an_unsupported_request_is_acknowledged_with_the_policy() {
 #[tokio::test]
 async fn with_embedded_defaults_the_acknowledgement_is_an_eml_file() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
-    let reference = submit(&app, &valid_ticket()).await;
+    let reference = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let files: Vec<_> = std::fs::read_dir(app.outbox_dir.path())
         .unwrap()
@@ -236,7 +229,7 @@ async fn a_running_worker_sends_a_new_acknowledgement_at_once() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    submit(&app, &valid_ticket()).await;
+    app.submit(&valid_ticket()).await;
     let started = std::time::Instant::now();
     while smtp.received().is_empty() {
         assert!(started.elapsed() < Duration::from_secs(5), "not picked up at once");
@@ -265,7 +258,7 @@ async fn the_acknowledgement_goes_over_starttls_with_credentials_and_over_implic
         })
         .await
         .unwrap();
-        let reference = submit(&app, &valid_ticket()).await;
+        let reference = app.submit(&valid_ticket()).await;
         app.deliverer.run_once().await.unwrap();
         let mail = smtp.received();
         assert_eq!(mail.len(), 1, "implicit={implicit}");
@@ -285,7 +278,7 @@ async fn without_trust_in_the_relay_certificate_nothing_is_sent_in_clear() {
     })
     .await
     .unwrap();
-    let reference = submit(&app, &valid_ticket()).await;
+    let reference = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     assert!(smtp.received().is_empty());
     let t = app.store.ticket_by_reference(&reference).await.unwrap().unwrap();

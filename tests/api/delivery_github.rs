@@ -104,11 +104,6 @@ async fn app_with_github(backend: Backend, fake: &MockServer, routes: &[(&str, &
     .await
 }
 
-async fn submit(app: &TestApp, t: &Value) -> String {
-    let body: Value = app.post_ticket(t).await.json().await.unwrap();
-    body["ticket"].as_str().unwrap().to_owned()
-}
-
 async fn issue_job(app: &TestApp, reference: &str) -> intake::store::Delivery {
     let t = app.store.ticket_by_reference(reference).await.unwrap().unwrap();
     app.store
@@ -138,7 +133,7 @@ async fn a_ticket_is_filed_once_with_the_headers_and_shape_github_requires(backe
     };
     let mut t = valid_ticket();
     t["message"] = json!("Hi @octocat, see #12 and acme/other#3. <img src=x onerror=alert(1)> ```` **bold**");
-    let reference = submit(&app, &t).await;
+    let reference = app.submit(&t).await;
     app.deliverer.run_once().await.unwrap();
 
     let ticket = app.store.ticket_by_reference(&reference).await.unwrap().unwrap();
@@ -182,7 +177,7 @@ async fn a_lost_answer_after_creation_does_not_create_a_second_issue(backend: Ba
     let Some(app) = app_with_github(backend, &fake, &[("billing", "acme/support")]).await else {
         return;
     };
-    let reference = submit(&app, &valid_ticket()).await;
+    let reference = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &reference).await;
     assert_eq!(job.state, "pending", "{:?}", job.last_error);
@@ -249,7 +244,7 @@ async fn rate_limits_are_waited_out_without_spending_attempts(backend: Backend) 
     let Some(app) = app_with_github(backend, &fake, &[("billing", "acme/support")]).await else {
         return;
     };
-    let reference = submit(&app, &valid_ticket()).await;
+    let reference = app.submit(&valid_ticket()).await;
 
     let before = Utc::now();
     app.deliverer.run_once().await.unwrap();
@@ -289,12 +284,12 @@ async fn bad_routes_and_refused_content_are_dead_with_the_reason(backend: Backen
     else {
         return;
     };
-    let refused = submit(&app, &valid_ticket()).await;
+    let refused = app.submit(&valid_ticket()).await;
     let mut t = valid_ticket();
     t["type"] = json!("account");
     t["subject"] = json!("Cannot sign in");
     t["message"] = json!("I cannot sign in since this morning, the password is refused.");
-    let missing = submit(&app, &t).await;
+    let missing = app.submit(&t).await;
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &refused).await;
     assert_eq!(job.state, "dead");
@@ -327,7 +322,7 @@ async fn a_502_is_retried_and_then_filed(backend: Backend) {
     let Some(app) = app_with_github(backend, &fake, &[("billing", "acme/support")]).await else {
         return;
     };
-    let reference = submit(&app, &valid_ticket()).await;
+    let reference = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &reference).await;
     assert_eq!((job.state.as_str(), job.attempts), ("pending", 1));
@@ -361,12 +356,12 @@ async fn a_public_repository_gets_no_contact_details_and_never_a_security_ticket
     )
     .await
     .unwrap();
-    let ordinary = submit(&app, &valid_ticket()).await;
+    let ordinary = app.submit(&valid_ticket()).await;
     let mut t = valid_ticket();
     t["type"] = json!("security");
     t["subject"] = json!("XSS in titles");
     t["message"] = json!("A script tag in a video title runs for every viewer: stored XSS.");
-    let security = submit(&app, &t).await;
+    let security = app.submit(&t).await;
     app.deliverer.run_once().await.unwrap();
 
     let requests = fake.received_requests().await.unwrap();

@@ -208,6 +208,14 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Submits `ticket` through the API, which must accept it, and returns its reference.
+    pub async fn submit(&self, ticket: &Value) -> String {
+        let res = self.post_ticket(ticket).await;
+        assert_eq!(res.status(), 202);
+        let v: Value = res.json().await.expect("a JSON answer");
+        v["ticket"].as_str().expect("a reference").to_owned()
+    }
+
     pub async fn post_ticket_with_key(&self, body: &Value, key: &str) -> reqwest::Response {
         self.client
             .post(format!("{}/api/v1/tickets", self.address))
@@ -310,4 +318,14 @@ pub fn new_ticket(raw: intake::domain::RawSubmission, key: Option<&str>) -> inta
         idempotency_key: key.map(|k| intake::domain::IdempotencyKey::from_api(k).unwrap()),
         jobs: vec![intake::store::JobKind::AckEmail, intake::store::JobKind::GithubIssue],
     }
+}
+
+/// The `what` of every step of a ticket's timeline (`tickets show --json`, `GET /api/v1/tickets/{ref}`).
+pub fn timeline_steps(shown: &Value) -> Vec<&str> {
+    shown["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .map(|s| s["what"].as_str().expect("a step"))
+        .collect()
 }

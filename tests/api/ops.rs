@@ -250,11 +250,7 @@ async fn a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token(back
         return;
     };
     smtp.permanent_failures.store(1, std::sync::atomic::Ordering::SeqCst);
-    let res = app.post_ticket(&crate::helpers::valid_ticket()).await;
-    let reference = res.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reference = app.submit(&crate::helpers::valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
 
     let reader = create(&app, "reader", "read");
@@ -307,13 +303,10 @@ async fn a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token(back
         .json()
         .await
         .unwrap();
-    let steps: Vec<&str> = shown["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["what"].as_str().unwrap())
-        .collect();
-    assert_eq!(steps, ["received", "classified", "acknowledged"]);
+    assert_eq!(
+        crate::helpers::timeline_steps(&shown),
+        ["received", "classified", "acknowledged"]
+    );
     assert_eq!(
         get_with(&app, "/api/v1/tickets/LV-00000000", &reader).await.status(),
         404
@@ -374,11 +367,7 @@ async fn metrics_need_the_metrics_scope_and_count_what_happened() {
 #[tokio::test]
 async fn an_acknowledgement_is_sent_again_on_request_with_a_reason() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let res = app.post_ticket(&crate::helpers::valid_ticket()).await;
-    let reference = res.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reference = app.submit(&crate::helpers::valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let sent = || std::fs::read_dir(app.outbox_dir.path()).unwrap().count();
     assert_eq!(sent(), 1);

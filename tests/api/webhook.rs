@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::github_fake::StatefulGithub;
-use crate::helpers::{spawn_app_with, uuid_like, valid_ticket, Backend, TestApp};
+use crate::helpers::{spawn_app_with, uuid_like, Backend, TestApp};
 use crate::on_both_backends;
 use crate::smtp_server::SmtpServer;
 
@@ -104,12 +104,7 @@ async fn closed_loop(backend: Backend) -> Option<Loop> {
 
 /// Submits a ticket and delivers its acknowledgement and issue; returns its reference and number.
 async fn filed_ticket(l: &Loop) -> (String, i64) {
-    let res = l.app.post_ticket(&valid_ticket()).await;
-    assert_eq!(res.status(), 202);
-    let reference = res.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reference = l.app.submit(&crate::helpers::valid_ticket()).await;
     l.app.deliverer.run_once().await.unwrap();
     let t = l.app.store.ticket_by_reference(&reference).await.unwrap().unwrap();
     let issue = t.github_issue.expect("filed");
@@ -167,12 +162,7 @@ async fn a_closed_issue_sends_one_threaded_follow_up(backend: Backend) {
 
     // The whole loop is on the ticket's timeline.
     let shown = crate::ops::json_of(&crate::ops::intake(&l.app, &["tickets", "show", &reference]));
-    let steps: Vec<&str> = shown["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["what"].as_str().unwrap())
-        .collect();
+    let steps = crate::helpers::timeline_steps(&shown);
     // Acknowledging and filing run side by side: either may come first.
     let (mut middle, rest) = (steps[2..4].to_vec(), &steps[4..]);
     middle.sort();
