@@ -46,6 +46,13 @@ fn fail(json: bool, message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// An empty list says so on stderr (stdout stays empty for scripts).
+fn nothing_listed(empty: bool, message: &str) {
+    if empty {
+        eprintln!("{message}");
+    }
+}
+
 /// Reports a change that was made: `value` (with `"ok": true`) in JSON, else `text`.
 fn done(json: bool, mut value: serde_json::Value, text: &str) -> ExitCode {
     if json {
@@ -164,6 +171,7 @@ pub async fn audit(json: bool, settings: &Settings, limit: i64) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(entries) => {
+            nothing_listed(entries.is_empty(), "the audit log is empty");
             for e in entries {
                 println!(
                     "{}  {:<20} {:<18} {:<24} reason: {}{}",
@@ -255,6 +263,7 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
                     ExitCode::SUCCESS
                 }
                 Ok(tickets) => {
+                    nothing_listed(tickets.is_empty(), "no tickets match");
                     for t in tickets {
                         println!(
                             "{:<14} {}  {:<12} {:<11} {}{}",
@@ -349,6 +358,10 @@ pub async fn deliveries_cmd(json: bool, settings: &Settings, command: Deliveries
                 ExitCode::SUCCESS
             }
             Ok(list) => {
+                nothing_listed(
+                    list.is_empty(),
+                    if dead { "no dead deliveries" } else { "no deliveries" },
+                );
                 for d in list {
                     println!(
                         "{:<6} ticket {:<6} {:<15} {:<8} attempts {:<3} next {}{}",

@@ -257,3 +257,18 @@ async fn an_earlier_release_starts_on_a_later_schema(backend: crate::helpers::Ba
 }
 
 crate::on_both_backends!(an_earlier_release_starts_on_a_later_schema);
+
+#[test]
+fn an_empty_list_says_so_on_stderr_and_keeps_stdout_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, said) in [
+        (&["tickets", "list"][..], "no tickets match"),
+        (&["deliveries", "list", "--dead"][..], "no dead deliveries"),
+        (&["audit"][..], "the audit log is empty"),
+    ] {
+        let out = intake(dir.path(), args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr(&out).trim(), said, "{args:?}");
+    }
+}
