@@ -55,6 +55,12 @@ async fn a_sqlite_backup_taken_while_serving_restores() {
     let live = dir.path().join("intake.db");
     let mut server = serve(&format!("sqlite://{}", live.display()), dir.path(), "live");
     let references = submit(server.port, 20).await;
+    // While it serves, the WAL holds recent tickets: it has the database's private mode.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["intake.db", "intake.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
     let load = keep_submitting(server.port);
     let copy = dir.path().join("backup.db");
     run_ok(
