@@ -18,9 +18,9 @@ const TOKEN: &str = "ghp_test_token_0123456789";
 fn created(number: i64, repo: &str) -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/github/issue-created-response.json"
+        "/tests/fixtures/github/issue-created-response.json"
     );
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("shared fixture")).unwrap();
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).unwrap();
     v["number"] = json!(number);
     v["html_url"] = json!(format!("https://github.com/{repo}/issues/{number}"));
     v.as_object_mut().unwrap().remove("pull_request");

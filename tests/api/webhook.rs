@@ -1,4 +1,4 @@
-//! The closed loop: GitHub's webhook (real payloads from `../shared/fixtures/github/`, adapted only
+//! The closed loop: GitHub's webhook (real payloads from `tests/fixtures/github/`, adapted only
 //! in repository and issue number, signed with the test secret) turns a closed issue into a
 //! follow-up email in the acknowledgement's thread.
 
@@ -19,8 +19,8 @@ const SECRET: &str = "It's a Secret to Everybody";
 const REPO: &str = "LocalizeVideos/support";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../shared/fixtures/github/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(path).expect("shared fixture")
+    let path = format!("{}/tests/fixtures/github/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(path).expect("fixture")
 }
 
 /// A fixture with its repository and issue number replaced (and, for closes, the reason).
