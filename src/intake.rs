@@ -35,6 +35,13 @@ impl Intake {
         &self.reference_prefix
     }
 
+    /// How the rules read a submission, without storing anything (a decoy confirmation shows what
+    /// a real one would).
+    pub fn classify(&self, submission: &Submission) -> crate::classify::Classification {
+        self.classifier
+            .classify(submission.request_type, &submission.subject, &submission.message)
+    }
+
     /// Stores the ticket and its jobs in one transaction and returns once that is durable.
     pub async fn submit(
         &self,

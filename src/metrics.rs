@@ -32,6 +32,25 @@ const KINDS: [JobKind; 3] = [JobKind::AckEmail, JobKind::GithubIssue, JobKind::F
 /// What became of a delivery attempt.
 pub const RESULTS: [&str; 5] = ["done", "retry", "dead", "skipped", "wait"];
 
+/// The method as a metric label or log field: the standard methods by name, anything else as
+/// `OTHER`. Every label comes from a closed set, so a client making up methods (or paths) cannot
+/// grow the histogram map, `/metrics` or a log line.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -47,9 +66,10 @@ struct Histogram {
 pub struct Metrics {
     submissions: [[AtomicU64; OUTCOMES.len()]; RequestType::ALL.len()],
     deliveries: [[AtomicU64; RESULTS.len()]; KINDS.len()],
-    /// Route pattern → method → histogram; looked up by `&str`, so observing allocates nothing
-    /// once a route has been seen.
-    latency: RwLock<BTreeMap<String, BTreeMap<String, Histogram>>>,
+    /// Route pattern → method label → histogram; looked up by `&str`, so observing allocates
+    /// nothing once a route has been seen. Patterns are the router's (plus `unmatched`) and
+    /// methods come from [`method_label`]: both closed sets.
+    latency: RwLock<BTreeMap<String, BTreeMap<&'static str, Histogram>>>,
 }
 
 impl Metrics {
@@ -67,8 +87,8 @@ impl Metrics {
         }
     }
 
-    /// A request to `route` (the pattern, not the path) with `method` took `took`.
-    pub fn request(&self, route: &str, method: &str, took: Duration) {
+    /// A request to `route` (the pattern, not the path) with `method` (a [`method_label`]) took `took`.
+    pub fn request(&self, route: &str, method: &'static str, took: Duration) {
         let observe = |h: &Histogram| {
             let secs = took.as_secs_f64();
             for (i, le) in BUCKETS.iter().enumerate() {
@@ -90,7 +110,7 @@ impl Metrics {
         observe(
             map.entry(route.to_owned())
                 .or_default()
-                .entry(method.to_owned())
+                .entry(method)
                 .or_default(),
         );
     }
@@ -185,6 +205,15 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        use actix_web::http::Method;
+        assert_eq!(method_label(&Method::POST), "POST");
+        for made_up in ["FOO", "BREW", "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "OTHER");
+        }
+    }
 
     #[test]
     fn counters_and_histograms_render_in_prometheus_text() {

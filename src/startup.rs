@@ -4,9 +4,13 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_http::error::DispatchError;
+use actix_http::{Extensions, HttpService, KeepAlive};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 use anyhow::Context;
 use lettre::message::Mailbox;
 use secrecy::ExposeSecret;
@@ -21,8 +25,8 @@ use crate::email::{AckContext, Mailer};
 use crate::form_token::FormTokens;
 use crate::github::GithubClient;
 use crate::http::{
-    limit_head, observe_latency, request_id_header, routes, security_headers, AppState, ClientResolver, DeliveryConfig,
-    RequestSpan,
+    limit_head, observe_latency, request_id_header, routes, security_headers, track_handler, AppState, ClientResolver,
+    DeadlineStream, Deadlines, DeliveryConfig, RequestSpan,
 };
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -43,6 +47,9 @@ pub struct Application {
     refusals: Arc<Refusals>,
 }
 
+/// How long an idle kept-alive connection stays open.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// How often rate limiters forget clients whose allowance has fully recovered.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -54,6 +61,7 @@ async fn prune_limits(limits: Arc<RateLimits>, refusals: Arc<Refusals>, mut shut
             _ = tick.tick() => {
                 limits.prune();
                 refusals.prune();
+                crate::telemetry::report_thinned();
             }
             _ = shutdown.changed() => return,
         }
@@ -216,6 +224,10 @@ impl Application {
                 .filter(|s| !s.expose_secret().is_empty()),
             delivery_wake: Arc::clone(&wake),
             metrics,
+            own_origin: url::Url::parse(&settings.server.public_url())
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
+            decoys: crate::abuse::Decoys::default(),
         });
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -225,24 +237,53 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(limit_head))
-                .wrap(from_fn(request_id_header))
-                .wrap(security_headers())
-                .wrap(TracingLogger::<RequestSpan>::new())
-                // Outermost: times everything, and works out the route pattern for the span.
-                .wrap(from_fn(observe_latency))
-                .app_data(state.clone())
-                .configure(routes)
-        })
-        .workers(workers)
-        .max_connections(settings.server.max_connections.div_ceil(workers))
-        .client_request_timeout(Duration::from_secs(settings.server.request_timeout_seconds))
-        .shutdown_timeout(30)
-        .disable_signals()
-        .listen(listener)?
-        .run();
+        let request_timeout = Duration::from_secs(settings.server.request_timeout_seconds);
+        let deadlines = Deadlines {
+            limit: request_timeout,
+            // Longer than keep-alive, which closes an ordinary idle connection first.
+            idle_limit: KEEP_ALIVE + request_timeout,
+        };
+        let local_addr = listener.local_addr()?;
+        // actix-web's HttpServer, assembled by hand so that each connection's stream can be
+        // wrapped: its deadlines cover every request, not only the first (see http::conn).
+        let server = Server::build()
+            .workers(workers)
+            .max_concurrent_connections(settings.server.max_connections.div_ceil(workers))
+            .shutdown_timeout(30)
+            .disable_signals()
+            .listen("intake", listener, move || {
+                let state = state.clone();
+                let app = App::new()
+                    .wrap(from_fn(limit_head))
+                    .wrap(from_fn(request_id_header))
+                    .wrap(security_headers())
+                    .wrap(TracingLogger::<RequestSpan>::new())
+                    // Outermost: times everything, and works out the route pattern for the span.
+                    .wrap(from_fn(observe_latency))
+                    .wrap(from_fn(track_handler))
+                    .app_data(state)
+                    .configure(routes);
+                let app = app
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response());
+                fn_service(move |io: TcpStream| {
+                    let peer = io.peer_addr().ok();
+                    let _ = io.set_nodelay(true);
+                    std::future::ready(Ok::<_, DispatchError>((DeadlineStream::new(io, deadlines), peer)))
+                })
+                .and_then(
+                    HttpService::build()
+                        .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
+                        .client_request_timeout(request_timeout)
+                        .client_disconnect_timeout(Duration::from_secs(1))
+                        .local_addr(local_addr)
+                        .on_connect_ext(|io: &DeadlineStream<TcpStream>, ext: &mut Extensions| {
+                            ext.insert(io.handle());
+                        })
+                        .h1(map_config(app, |_| AppConfig::default())),
+                )
+            })?
+            .run();
         tracing::info!(port, backend = store.backend(), "intake listening");
         Ok(Application {
             port,

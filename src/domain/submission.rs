@@ -1,8 +1,8 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use unicode_normalization::UnicodeNormalization;
 use validator::ValidateEmail;
 
+use super::text::{clean_multi_line, clean_single_line};
 use super::RequestType;
 
 /// One problem with one field, shown beside the field on the form and listed in problem details.
@@ -56,60 +56,20 @@ pub const MESSAGE_MAX: usize = 10_000;
 pub const ACCOUNT_MAX: usize = 200;
 pub const PAGE_URL_MAX: usize = 2_000;
 
-/// Bidirectional controls (U+202A–U+202E, U+2066–U+2069) and other invisible format characters that
-/// can make text read differently from what it is.
-fn is_format_control(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
-/// One line of text: NFC, no control or bidi characters, runs of white space folded, trimmed.
-pub fn clean_single_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut pending_space = false;
-    for c in s.nfc() {
-        if c.is_whitespace() {
-            pending_space = !out.is_empty();
-            continue;
-        }
-        if c.is_control() || is_format_control(c) {
-            continue;
-        }
-        if pending_space {
-            out.push(' ');
-            pending_space = false;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Multi-line text: NFC, `\r\n` and `\r` made `\n`, tabs kept, other controls and bidi characters
-/// removed, trailing white space trimmed.
-pub fn clean_multi_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.nfc().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push('\n');
-            }
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() || is_format_control(c) => {}
-            c => out.push(c),
-        }
-    }
-    out.trim().to_owned()
-}
-
 fn optional(s: Option<&str>) -> Option<&str> {
     s.filter(|v| !v.trim().is_empty())
 }
 
+/// An address the mailer can send to: one the validator accepts and lettre parses (lettre refuses
+/// `a..b@` and `.a@`, which the validator lets through), with a domain name rather than an
+/// address literal (`a@[127.0.0.1]`), which no customer uses and which would aim the relay at a
+/// host of the sender's choosing.
 fn is_valid_email(email: &str) -> bool {
-    email.chars().count() <= EMAIL_MAX && !email.contains(' ') && email.validate_email()
+    email.chars().count() <= EMAIL_MAX
+        && !email.contains(' ')
+        && !email.ends_with(']')
+        && email.validate_email()
+        && email.parse::<lettre::Address>().is_ok()
 }
 
 impl RawSubmission {
@@ -198,6 +158,13 @@ impl RawSubmission {
                 errors.push(FieldError::new(
                     "page_url",
                     format!("Please shorten the address to at most {PAGE_URL_MAX} characters."),
+                ));
+            } else if u.chars().any(|c| c.is_whitespace() || super::is_invisible(c)) {
+                // The URL parser drops tabs and line breaks and keeps other controls; an address
+                // with either is not one a browser shows, and it would be stored as sent.
+                errors.push(FieldError::new(
+                    "page_url",
+                    "Please enter the web address without spaces, line breaks or control characters.",
                 ));
             } else {
                 let ok = url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
@@ -324,20 +291,6 @@ mod tests {
     }
 
     #[test]
-    fn single_line_fields_lose_controls_and_bidi_characters() {
-        assert_eq!(clean_single_line(" a\u{0}b\u{202E}c\r\n  d\t"), "abc d");
-        assert_eq!(clean_single_line("e\u{301}"), "\u{e9}");
-    }
-
-    #[test]
-    fn messages_keep_lines_and_lose_other_controls() {
-        assert_eq!(
-            clean_multi_line("one\r\ntwo\rthree\u{7}\u{2066}\n\tfour  "),
-            "one\ntwo\nthree\n\tfour"
-        );
-    }
-
-    #[test]
     fn unsupported_reasons_and_unknown_types_are_not_types() {
         for t in ["custom_debugging", "Billing", "other", ""] {
             let mut raw = valid();
@@ -354,6 +307,11 @@ mod tests {
             "@example.com",
             "ada example@example.com",
             "ada@exa mple.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a@[127.0.0.1]",
+            "a@[IPv6:::1]",
         ] {
             let mut raw = valid();
             raw.email = Some(e.into());
@@ -364,6 +322,12 @@ mod tests {
             "ftp://example.com",
             "example.com/page",
             "http://",
+            "https://example.com/a\u{0}b",
+            "https://example.com/a\nEmail: mallory@example.com",
+            "https://example.com/a\rb",
+            "https://example.com/a b",
+            "https://example.com/\u{202E}gpj.exe",
+            "https://example.com/\u{7f}",
         ] {
             let mut raw = valid();
             raw.page_url = Some(u.into());

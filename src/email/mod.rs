@@ -19,7 +19,8 @@ pub use followup::{followup_message, followup_message_id};
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Mailer {
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// `.eml` files in this directory.
+    File(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
@@ -43,7 +44,10 @@ impl Mailer {
                 #[cfg(unix)]
                 std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
                 dir.create(&settings.file_dir)?;
-                Ok(Mailer::File(AsyncFileTransport::new(&settings.file_dir)))
+                Ok(Mailer::File(
+                    AsyncFileTransport::new(&settings.file_dir),
+                    settings.file_dir.clone(),
+                ))
             }
             EmailTransport::Smtp => {
                 let url = settings
@@ -69,17 +73,34 @@ impl Mailer {
 
     pub fn describe(&self) -> &'static str {
         match self {
-            Mailer::File(_) => "file",
+            Mailer::File(..) => "file",
             Mailer::Smtp(_) => "smtp",
         }
     }
 
     pub async fn send(&self, message: Message) -> Result<(), MailError> {
         match self {
-            Mailer::File(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError {
-                transient: true,
-                message: format!("writing the message file failed: {e}"),
-            }),
+            Mailer::File(t, dir) => {
+                let id = t.send(message).await.map_err(|e| MailError {
+                    transient: true,
+                    message: format!("writing the message file failed: {e}"),
+                })?;
+                // The message holds a customer's address: the file is the service's alone, whatever
+                // the umask (lettre creates it with the default mode).
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let path = dir.join(format!("{id}.eml"));
+                    // One chmod of a file just written: not worth a blocking-pool hop.
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| MailError {
+                            transient: true,
+                            message: format!("making the message file private failed: {e}"),
+                        })?;
+                }
+                #[cfg(not(unix))]
+                let _ = (id, dir);
+                Ok(())
+            }
             Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError {
                 transient: !e.is_permanent(),
                 message: format!("SMTP: {}", redact(&e)),
@@ -90,7 +111,7 @@ impl Mailer {
     /// Opens a connection and says hello, for `intake check`.
     pub async fn test_connection(&self) -> Result<(), MailError> {
         match self {
-            Mailer::File(_) => Ok(()),
+            Mailer::File(..) => Ok(()),
             Mailer::Smtp(t) => match t.test_connection().await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(MailError {

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-pub use render::{fenced, issue_body, issue_title, marker, BODY_MAX, TITLE_MAX};
+pub use render::{fenced, has_own_marker, issue_body, issue_title, marker, BODY_MAX, TITLE_MAX};
 
 /// How long a repository's visibility is trusted before it is asked again.
 const VISIBILITY_TTL: Duration = Duration::from_secs(600);
@@ -24,6 +24,25 @@ pub struct GithubClient {
     api_url: String,
     token: SecretString,
     visibility: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Who the token files issues as, once asked: only that author's issues are searched for markers.
+    author: Mutex<Option<Author>>,
+}
+
+/// The author of the service's own issues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Author {
+    /// A user's token (a personal access token): that login.
+    Login(String),
+    /// A GitHub App installation token, which cannot ask `GET /user`: the issues of a bot account.
+    App,
+}
+
+/// An issue's or a user's author, as GitHub shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub login: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
 }
 
 /// An issue GitHub holds.
@@ -35,6 +54,8 @@ pub struct Issue {
     pub body: Option<String>,
     #[serde(default)]
     pub pull_request: Option<serde_json::Value>,
+    #[serde(default)]
+    pub user: Option<User>,
 }
 
 /// What went wrong, sorted by what to do about it.
@@ -84,6 +105,7 @@ impl GithubClient {
             api_url: api_url.trim_end_matches('/').to_owned(),
             token,
             visibility: Mutex::new(HashMap::new()),
+            author: Mutex::new(None),
         })
     }
 
@@ -164,13 +186,54 @@ impl GithubClient {
         })
     }
 
-    /// The issue carrying `marker`, among those updated since `since` (pull requests skipped).
+    /// Who the token acts as (`GET /user`, asked once). An installation token gets 403 there; its
+    /// issues are a bot's.
+    async fn author(&self) -> Result<Author, GithubError> {
+        let mut known = self.author.lock().await;
+        if let Some(a) = known.as_ref() {
+            return Ok(a.clone());
+        }
+        let res = self.http.get(format!("{}/user", self.api_url)).header(AUTHORIZATION, self.auth()?).send().await;
+        let author = match res {
+            Ok(r) if r.status() == StatusCode::FORBIDDEN && !r.headers().contains_key("retry-after") => Author::App,
+            Ok(r) if r.status().is_success() => {
+                let u: User = r.json().await.map_err(|e| GithubError::Transient {
+                    message: format!("reading the token's user: unexpected answer: {e}"),
+                    ambiguous: false,
+                })?;
+                Author::Login(u.login)
+            }
+            Ok(r) => {
+                let (status, headers) = (r.status(), r.headers().clone());
+                return Err(classify(status, &headers, "reading the token's user", r.text().await.unwrap_or_default()));
+            }
+            Err(e) => {
+                return Err(GithubError::Transient {
+                    message: format!("reading the token's user: {}", describe(&e)),
+                    ambiguous: false,
+                })
+            }
+        };
+        *known = Some(author.clone());
+        Ok(author)
+    }
+
+    /// The service's own issue carrying `marker`, among those updated since `since`: written by the
+    /// token's user (or, for an App, a bot), with the marker on a line of its own outside every
+    /// fence, so that a customer quoting a marker in another issue never passes for it. Pull
+    /// requests are skipped.
     pub async fn find_by_marker(
         &self,
         repo: &str,
         marker: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<Issue>, GithubError> {
+        let author = self.author().await?;
+        let ours = |i: &Issue| match (&author, &i.user) {
+            (Author::Login(login), Some(u)) => u.login.eq_ignore_ascii_case(login),
+            (Author::App, Some(u)) => u.kind == "Bot",
+            (_, None) => false,
+        };
         for page in 1..=5 {
             let req = self.http.get(format!("{}/repos/{repo}/issues", self.api_url)).query(&[
                 ("state", "all"),
@@ -188,7 +251,7 @@ impl GithubClient {
             let count = issues.len();
             if let Some(found) = issues
                 .into_iter()
-                .find(|i| i.pull_request.is_none() && i.body.as_deref().is_some_and(|b| b.contains(marker)))
+                .find(|i| i.pull_request.is_none() && ours(i) && i.body.as_deref().is_some_and(|b| has_own_marker(b, marker)))
             {
                 return Ok(Some(found));
             }

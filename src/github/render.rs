@@ -2,6 +2,7 @@
 //! fenced code blocks whose fence is longer than any backtick run in it, so no markdown, HTML,
 //! `@mention` or `#123` reference in it takes effect, and it can be copied out exactly.
 
+use crate::domain::is_invisible;
 use crate::store::Ticket;
 
 /// GitHub's limits.
@@ -13,30 +14,62 @@ pub fn marker(reference: &str) -> String {
     format!("<!-- intake-ticket: {reference} -->")
 }
 
-fn is_invisible_control(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+/// Whether the marker stands on a line of its own, outside every fenced block: only the service
+/// writes it there, since customer text is always inside a fence nothing in it can close.
+pub fn has_own_marker(body: &str, marker: &str) -> bool {
+    // An open fence: its character and length (CommonMark: closed by a line of at least as many).
+    let mut open: Option<(char, usize)> = None;
+    for line in body.lines() {
+        let trimmed = line.trim_start_matches(' ');
+        let indent = line.len() - trimmed.len();
+        let fence_char = trimmed.chars().next().filter(|c| *c == '`' || *c == '~');
+        let run = fence_char.map_or(0, |f| trimmed.chars().take_while(|c| *c == f).count());
+        match open {
+            Some((f, len)) => {
+                let rest = &trimmed[run.min(trimmed.len())..];
+                if indent <= 3 && fence_char == Some(f) && run >= len && rest.trim().is_empty() {
+                    open = None;
+                }
+            }
+            None => {
+                if indent <= 3 && run >= 3 {
+                    let info = &trimmed[run..];
+                    // A backtick fence's info string cannot hold a backtick.
+                    if fence_char != Some('`') || !info.contains('`') {
+                        open = fence_char.map(|f| (f, run));
+                        continue;
+                    }
+                }
+                if line.trim() == marker {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
-/// `[<Label>] <subject>`, without control or bidirectional-control characters, at most 256 characters.
+/// `[<Label>] <subject>`, without invisible characters (controls, bidirectional and other format
+/// characters, the same set input cleaning removes), at most 256 characters.
 pub fn issue_title(ticket: &Ticket) -> String {
     let raw = format!("[{}] {}", ticket.filed_type.label(), ticket.subject);
     let clean: String = raw
         .chars()
         .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
-        .filter(|c| !is_invisible_control(*c))
+        .filter(|c| !is_invisible(*c))
         .collect();
     clean.chars().take(TITLE_MAX).collect()
 }
 
-/// A fenced block that nothing inside `text` can close.
+/// A fenced block that nothing inside `text` can close. The text is cleaned first and the fence
+/// measured on what is shown, so no character removed here can join two backtick runs.
 pub fn fenced(text: &str) -> String {
-    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat((longest + 1).max(3));
     let clean: String = text
         .chars()
-        .filter(|c| *c == '\n' || *c == '\t' || !is_invisible_control(*c))
+        .filter(|c| *c == '\n' || *c == '\t' || !is_invisible(*c))
         .collect();
+    let longest = clean.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
     format!("{fence}text\n{clean}\n{fence}")
 }
 
@@ -206,22 +239,58 @@ mod tests {
         assert!(f.starts_with("``````text\n"));
     }
 
+    #[test]
+    fn an_invisible_character_cannot_join_backtick_runs_to_close_the_fence() {
+        // U+061C between two runs of three: stripped, the runs make six.
+        for sep in ['\u{61C}', '\u{AD}', '\u{180E}', '\u{FE0F}', '\u{E0041}', '\u{200B}'] {
+            let text = format!("```{sep}```\n@octocat <!-- intake-ticket: LV-FORGED00 -->");
+            let f = fenced(&text);
+            let fence_len = f.chars().take_while(|c| *c == '`').count();
+            assert!(fence_len >= 7, "U+{:04X}: {f}", sep as u32);
+            let (blocks, outside) = fenced_blocks(&format!("{f}\n"));
+            assert_eq!(blocks.len(), 1);
+            assert!(!outside.contains("octocat"));
+        }
+    }
+
+    #[test]
+    fn the_marker_counts_only_on_its_own_line_outside_fences() {
+        let m = marker("LV-7K3M9QXD");
+        let real = issue_body(&ticket("s", "a message"), false);
+        assert!(has_own_marker(&real, &m));
+        // A customer who quotes the marker in a message of another ticket does not make it theirs.
+        let quoted = issue_body(&ticket("s", &format!("see\n{m}\nplease")), false).replace(&format!("\n\n{m}\n"), "\n");
+        assert!(quoted.contains(&m));
+        assert!(!has_own_marker(&quoted, &m));
+        assert!(!has_own_marker(&format!("text {m} more"), &m));
+        assert!(!has_own_marker(&format!("~~~~\n{m}\n~~~\n"), &m), "a shorter line does not close");
+        assert!(has_own_marker(&format!("~~~\ncode\n~~~\n{m}\n"), &m));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn customer_text_is_inert_and_recoverable(
-            subject in "[^\u{0}-\u{1f}\u{7f}-\u{9f}\u{202a}-\u{202e}\u{2066}-\u{2069}\u{200e}\u{200f}\u{61c}]{1,40}",
-            message in "(`{1,7}|@[a-z]{1,8}|#[0-9]{1,4}|[a-z]{1,5}/[a-z]{1,5}#[0-9]|<script>|<img src=x>|\\*\\*|\n|~~~|[ a-zA-Z0-9])+",
+            subject in "[^\u{0}-\u{1f}\u{7f}-\u{9f}]{1,40}",
+            message in "(`{1,7}|@[a-z]{1,8}|#[0-9]{1,4}|[a-z]{1,5}/[a-z]{1,5}#[0-9]|<script>|<img src=x>|<!-- intake-ticket: LV-FORGED00 -->|\\*\\*|\n|~~~|[\u{61c}\u{ad}\u{180e}\u{200b}-\u{200f}\u{202a}-\u{202e}\u{2060}-\u{2069}\u{fe00}-\u{fe0f}\u{feff}\u{e0000}-\u{e007f}\u{e0100}]|[ a-zA-Z0-9])+",
         ) {
+            // What input cleaning stores; the renderer must hold on stored text and on raw text alike.
+            let subject = crate::domain::clean_single_line(&subject);
+            prop_assume!(!subject.is_empty());
             let t = ticket(&subject, &message);
             let body = issue_body(&t, false);
             let (blocks, outside) = fenced_blocks(&body);
-            // Subject and message come back exactly from their blocks.
+            // Subject and message come back from their blocks, less the invisible characters.
+            let shown: String = message.chars().filter(|c| *c == '\n' || *c == '\t' || !is_invisible(*c)).collect();
             prop_assert_eq!(blocks.len(), 2);
             prop_assert_eq!(&blocks[0], &subject);
-            prop_assert_eq!(&blocks[1], &message);
+            prop_assert_eq!(&blocks[1], &shown);
+            prop_assert!(has_own_marker(&body, &marker("LV-7K3M9QXD")));
+            prop_assert!(!has_own_marker(&body, "<!-- intake-ticket: LV-FORGED00 -->"));
+            prop_assert!(!issue_title(&t).chars().any(is_invisible));
             // Outside the fences only our own text: no mention, reference or HTML from the customer.
+            prop_assert!(!outside.contains("LV-FORGED00"));
             let ours = outside.replace("<!-- intake-ticket: LV-7K3M9QXD -->", "");
             prop_assert!(!ours.contains('@'));
             prop_assert!(!regex::Regex::new("#[0-9A-Za-z]").unwrap().is_match(&ours));

@@ -134,8 +134,10 @@ pub async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // A browser on another site's page must not spend its visitor's limits (nor get them banned).
+    state.refuse_cross_site(&req).map_err(|()| ApiError::CrossSite)?;
     // Every attempt counts, valid or not, before any work is done for it.
-    let client = state.clients.client_ip(&req);
+    let client = state.clients.client(&req);
     if let Err(over) = state.admit_client(client) {
         // Read what was sent (within the limits) so the connection stays usable: a client over
         // its limit then costs one small read instead of a new connection per attempt.
@@ -166,7 +168,7 @@ pub async fn submit(
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => {
-                state.refusals.refuse(client, Refusal::BodyTooLarge);
+                state.refuse(client, Refusal::BodyTooLarge);
                 ApiError::TooLarge { limit: MAX_BODY }
             }
             BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),

@@ -31,9 +31,7 @@ pub async fn authorize(req: &HttpRequest, state: &AppState, scope: Option<Scope>
         return Err(ApiError::Unauthenticated);
     };
     let refused = || {
-        state
-            .refusals
-            .refuse(state.clients.client_ip(req), Refusal::BadCredentials);
+        state.refuse(state.clients.client(req), Refusal::BadCredentials);
         ApiError::Unauthenticated
     };
     let token = value

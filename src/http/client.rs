@@ -12,6 +12,24 @@ use ipnet::IpNet;
 /// Entries of `X-Forwarded-For` looked at, from the right; a chain of proxies is never longer.
 const MAX_HOPS: usize = 16;
 
+/// The client behind a request, as far as the service can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The address limits count against.
+    pub ip: IpAddr,
+    /// Whether `ip` is the client's own. When a trusted proxy passed no usable `X-Forwarded-For`,
+    /// `ip` is the proxy's: its limits still count, but a refusal never names it for Fail2Ban
+    /// (that would ban the proxy, and every client behind it).
+    pub known: bool,
+}
+
+impl Client {
+    /// The address to name on a refusal line, when it is the client's own.
+    pub fn named(self) -> Option<IpAddr> {
+        self.known.then_some(self.ip)
+    }
+}
+
 /// Resolves client addresses with the configured `server.trusted_proxies`.
 #[derive(Debug, Clone, Default)]
 pub struct ClientResolver {
@@ -27,11 +45,16 @@ impl ClientResolver {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client address of a request; `None` only when actix knows no peer (never on TCP).
-    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+    /// The client of a request; `None` only when actix knows no peer (never on TCP).
+    pub fn client(&self, req: &HttpRequest) -> Option<Client> {
         let peer = req.peer_addr()?.ip().to_canonical();
         let forwarded = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok());
-        Some(self.resolve(peer, forwarded))
+        let ip = self.resolve(peer, forwarded);
+        Some(Client {
+            ip,
+            // Still a trusted proxy: the proxy passed no usable address, and the client is unknown.
+            known: !self.is_trusted(ip),
+        })
     }
 
     /// The rule itself, on the peer and the `X-Forwarded-For` header values in order.

@@ -30,8 +30,9 @@ pub enum ApiError {
     Timeout,
     #[error("unauthorized")]
     Unauthorized(&'static str),
-    #[error("not configured")]
-    NotConfigured(&'static str),
+    /// A browser sent this from another site's page (`Sec-Fetch-Site: cross-site`, a foreign `Origin`).
+    #[error("cross-site request")]
+    CrossSite,
     #[error("no valid ops token")]
     Unauthenticated,
     #[error("token lacks a scope")]
@@ -66,7 +67,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Timeout => ("request-timeout", "Request timeout"),
             ApiError::Unauthorized(_) => ("unauthorized", "Unauthorized"),
-            ApiError::NotConfigured(_) => ("not-configured", "Not configured"),
+            ApiError::CrossSite => ("cross-site-request", "Cross-site request refused"),
             ApiError::Unauthenticated => ("unauthenticated", "Unauthenticated"),
             ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
@@ -89,7 +90,10 @@ impl ApiError {
                 "Too many requests were sent from this address or for this email address; nothing was stored. Try again in {retry_after_seconds} seconds."
             ),
             ApiError::Timeout => "The request body did not arrive in time; nothing was stored.".to_owned(),
-            ApiError::Unauthorized(d) | ApiError::NotConfigured(d) => (*d).to_owned(),
+            ApiError::Unauthorized(d) => (*d).to_owned(),
+            ApiError::CrossSite => {
+                "Submissions are accepted from this service's own pages and from clients that are not browsers; this one came from another site.".to_owned()
+            }
             ApiError::Unauthenticated => {
                 "Send a live ops token as `Authorization: Bearer <token>` (intake tokens create).".to_owned()
             }
@@ -125,7 +129,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::CrossSite => StatusCode::FORBIDDEN,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -2,7 +2,6 @@
 //! refusal re-renders the form with what the customer typed.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,7 +10,7 @@ use serde::Serialize;
 
 use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::AppState;
-use crate::abuse::{OverLimit, Refusal};
+use crate::abuse::{Decoy, OverLimit, Refusal};
 use crate::domain::{FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason};
 use crate::form_token::TokenError;
 use crate::store::{Channel, InsertOutcome};
@@ -166,26 +165,27 @@ pub fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
     Some((raw, extras))
 }
 
-/// A bot is answered as if it had succeeded (a confirmation page with a reference that exists
-/// nowhere), so it learns nothing; nothing is stored, mailed or filed. The refusal is counted and
-/// logged for Fail2Ban.
-fn looks_accepted(state: &AppState, client: Option<IpAddr>, why: Refusal) -> HttpResponse {
-    state.refusals.refuse(client, why);
-    #[derive(Serialize)]
-    struct Submitted<'a> {
-        site_name: &'a str,
-        reference: String,
-        type_label: &'static str,
-    }
-    let page = Submitted {
-        site_name: &state.site_name,
-        reference: Reference::generate(state.intake.reference_prefix()).to_string(),
-        type_label: "support",
-    };
-    match state.templates.render("submitted.html", page) {
-        Ok(body) => html(StatusCode::OK, body),
-        Err(_) => HttpResponse::Ok().finish(),
-    }
+/// A bot is answered as if it had succeeded: a `303` to a confirmation page, as a person gets,
+/// whose reference exists nowhere but shows like a real one (see [`crate::abuse::Decoys`]).
+/// Nothing is stored, mailed or filed.
+fn looks_accepted(state: &AppState, nonce: &str, submission: &crate::domain::Submission) -> HttpResponse {
+    let classification = state.intake.classify(submission);
+    let reference = state.decoys.remember(
+        nonce,
+        Reference::generate(state.intake.reference_prefix()).to_string(),
+        Decoy {
+            filed_type: classification.filed_as,
+            unsupported: classification.unsupported,
+        },
+    );
+    see_confirmation(&reference)
+}
+
+fn see_confirmation(reference: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/submitted/{reference}")))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 /// Over a rate limit: the form again, with the customer's text, a `429` and `Retry-After`.
@@ -214,8 +214,19 @@ fn too_many(state: &AppState, token: &str, raw: &RawSubmission, over: OverLimit)
 
 #[tracing::instrument(name = "form_submit", skip_all)]
 pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    if state.refuse_cross_site(&req).is_err() {
+        let mut res = error_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "This form was sent from another website",
+            "Nothing was sent. To contact us, open this page and fill in the form here.",
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return res;
+    }
     // Every attempt counts, valid or not; the verdict waits until the text is read, to keep it.
-    let client = state.clients.client_ip(&req);
+    let client = state.clients.client(&req);
     let admitted = state.admit_client(client);
     if media_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
         return error_page(
@@ -228,7 +239,7 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
     let body = match read_limited(&req, payload, MAX_BODY, state.request_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            state.refusals.refuse(client, Refusal::BodyTooLarge);
+            state.refuse(client, Refusal::BodyTooLarge);
             return error_page(
                 &state,
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -268,8 +279,11 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
     if let Err(over) = admitted {
         return too_many(&state, &token, &raw, over);
     }
-    if !extras.honeypot.is_empty() {
-        return looks_accepted(&state, client, Refusal::Honeypot);
+    // A bot is logged (for Fail2Ban) as soon as it is known, but answered exactly as a person with
+    // the same form would be, down to the confirmation page: it learns nothing.
+    let mut trap = (!extras.honeypot.is_empty()).then_some(Refusal::Honeypot);
+    if let Some(why) = trap {
+        state.refuse(client, why);
     }
     let now = Utc::now();
     let verified = match state.form_tokens.verify(&token, now) {
@@ -278,8 +292,8 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             if e == TokenError::Expired {
                 // A tab left open for a day is a person, not an attack.
                 tracing::info!("form token expired; form rendered again");
-            } else {
-                state.refusals.refuse(client, Refusal::BadToken);
+            } else if trap.is_none() {
+                state.refuse(client, Refusal::BadToken);
             }
             let fresh = state.form_tokens.issue(now);
             return render_form(
@@ -292,9 +306,9 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             );
         }
     };
-
-    if (now - verified.issued_at).num_seconds() < state.min_fill_seconds as i64 {
-        return looks_accepted(&state, client, Refusal::TooFast);
+    if trap.is_none() && (now - verified.issued_at).num_seconds() < state.min_fill_seconds as i64 {
+        trap = Some(Refusal::TooFast);
+        state.refuse(client, Refusal::TooFast);
     }
     if let Err(over) = state.admit_email(client, raw.valid_email().as_deref()) {
         return too_many(&state, &token, &raw, over);
@@ -304,16 +318,16 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
         Ok(s) => s,
         Err(errors) => return render_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &token, &raw, &errors, None),
     };
+    if trap.is_some() {
+        return looks_accepted(&state, &verified.nonce, &submission);
+    }
     let key = IdempotencyKey::from_form_nonce(&verified.nonce);
     let outcome = state.intake.submit(submission, Channel::Form, Some(key)).await;
     if let Ok(o) = &outcome {
         super::api::record_submission(&state, o);
     }
     match outcome {
-        Ok(InsertOutcome::Created(t) | InsertOutcome::Repeated(t)) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, format!("/submitted/{}", t.reference)))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish(),
+        Ok(InsertOutcome::Created(t) | InsertOutcome::Repeated(t)) => see_confirmation(&t.reference),
         Ok(InsertOutcome::KeyConflict(t)) => {
             // The same rendered form sent again with other text: a replay is never a second ticket.
             tracing::info!("form token replayed with different content; form rendered again");
@@ -363,22 +377,26 @@ pub async fn submitted(path: web::Path<String>, state: web::Data<AppState>) -> H
     let Some(reference) = Reference::parse(&path) else {
         return not_found();
     };
-    match state.store.ticket_by_reference(reference.as_str()).await {
-        Ok(Some(t)) => {
-            let page = Submitted {
-                site_name: &state.site_name,
-                reference: &t.reference,
-                type_label: t.filed_type.label(),
-                unsupported: t.unsupported.map(UnsupportedView::from),
-            };
-            match state.templates.render("submitted.html", page) {
-                Ok(body) => html(StatusCode::OK, body),
-                Err(e) => {
-                    tracing::error!(error = %e, "rendering the confirmation failed");
-                    HttpResponse::InternalServerError().finish()
-                }
+    let show = |filed_type: RequestType, unsupported: Option<UnsupportedReason>| {
+        let page = Submitted {
+            site_name: &state.site_name,
+            reference: reference.as_str(),
+            type_label: filed_type.label(),
+            unsupported: unsupported.map(UnsupportedView::from),
+        };
+        match state.templates.render("submitted.html", page) {
+            Ok(body) => html(StatusCode::OK, body),
+            Err(e) => {
+                tracing::error!(error = %e, "rendering the confirmation failed");
+                HttpResponse::InternalServerError().finish()
             }
         }
+    };
+    if let Some(d) = state.decoys.get(reference.as_str()) {
+        return show(d.filed_type, d.unsupported);
+    }
+    match state.store.ticket_by_reference(reference.as_str()).await {
+        Ok(Some(t)) => show(t.filed_type, t.unsupported),
         Ok(None) => not_found(),
         Err(e) => {
             tracing::error!(error = ?e, "confirmation page: storage unavailable");

@@ -1,11 +1,11 @@
 //! `GET /api/health`: can the service take submissions, and is delivery keeping up (SPEC section 7).
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::store::JobKind;
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,7 +47,49 @@ pub struct Health {
     pub checks: Checks,
 }
 
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+/// The words a check's `detail` is reduced to for an anonymous caller: the status in words, with
+/// no path, key name, repository or server reply (those are for a `read` token).
+fn public_detail(check: &str, status: Status) -> &'static str {
+    match (check, status) {
+        (_, Status::Ok) => "ok",
+        ("database", _) => "unreachable",
+        ("email", _) => "sending fails and is retried",
+        ("github", Status::NotConfigured) => "filing waits for configuration",
+        ("github", _) => "filing waits or fails and is retried",
+        _ => "not ok",
+    }
+}
+
+/// `GET /api/health`. Anyone gets the status of each check and the outbox counts; the details
+/// (what fails and why) need a token with the `read` scope.
+pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let detailed = if req.headers().contains_key(actix_web::http::header::AUTHORIZATION) {
+        super::authorize(&req, &state, Some(crate::ops::Scope::Read)).await?;
+        true
+    } else {
+        false
+    };
+    let mut res = checks(&state).await;
+    if !detailed {
+        for (name, check) in [
+            ("database", &mut res.checks.database),
+            ("email", &mut res.checks.email),
+            ("github", &mut res.checks.github),
+        ] {
+            check.detail = public_detail(name, check.status).to_owned();
+        }
+    }
+    let code = if res.status == "down" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(code)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(res))
+}
+
+async fn checks(state: &AppState) -> Health {
     let (database, outbox) = match state.store.outbox_stats(Utc::now()).await {
         Ok(stats) => {
             let (status, detail) = if stats.dead > 0 {
@@ -133,21 +175,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         .into_iter()
         .max()
         .unwrap_or(Status::Ok);
-    let (status, code) = match worst {
-        Status::Ok => ("ok", StatusCode::OK),
-        Status::NotConfigured | Status::Degraded => ("degraded", StatusCode::OK),
-        Status::Down => ("down", StatusCode::SERVICE_UNAVAILABLE),
+    let status = match worst {
+        Status::Ok => "ok",
+        Status::NotConfigured | Status::Degraded => "degraded",
+        Status::Down => "down",
     };
-    HttpResponse::build(code)
-        .insert_header(("Cache-Control", "no-store"))
-        .json(Health {
-            status,
-            version: env!("CARGO_PKG_VERSION"),
-            checks: Checks {
-                database,
-                outbox,
-                email,
-                github,
-            },
-        })
+    Health {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        checks: Checks {
+            database,
+            outbox,
+            email,
+            github,
+        },
+    }
 }

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod body;
 mod client;
+mod conn;
 mod error;
 mod form;
 mod health;
@@ -11,7 +12,6 @@ mod ops;
 mod request_span;
 mod webhook;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::abuse::{LimitKind, OverLimit, RateLimits, Refusal, Refusals};
+pub use client::Client;
 use crate::form_token::FormTokens;
 use crate::intake::Intake;
 use crate::store::Store;
@@ -32,6 +33,7 @@ use tokio::sync::Notify;
 pub use api::{parse as parse_json_submission, Accepted};
 pub use auth::{authorize, Caller};
 pub use client::ClientResolver;
+pub use conn::{track_handler, DeadlineStream, Deadlines};
 pub use error::{ApiError, Problem};
 pub use form::{form_fields as parse_form_submission, form_page, FormExtras};
 pub use health::Health;
@@ -65,30 +67,79 @@ pub struct AppState {
     /// Wakes this process's delivery workers (a webhook queued a follow-up).
     pub delivery_wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `server.public_url`'s origin (`https://help.example.com`), for the cross-site check.
+    pub own_origin: String,
+    /// References handed to bots, so their confirmation pages look real.
+    pub decoys: crate::abuse::Decoys,
 }
 
 impl AppState {
     /// Counts one submission attempt from the client; over the limit, the refusal is logged.
-    fn admit_client(&self, client: Option<IpAddr>) -> Result<(), OverLimit> {
-        let Some(ip) = client else { return Ok(()) };
+    fn admit_client(&self, client: Option<Client>) -> Result<(), OverLimit> {
+        let Some(c) = client else { return Ok(()) };
         self.limits
-            .check_client(ip)
+            .check_client(c.ip)
             .inspect_err(|over| self.over_limit(client, over))
     }
 
-    /// Counts one submission for the customer's address, when it gave a valid one.
-    fn admit_email(&self, client: Option<IpAddr>, email: Option<&str>) -> Result<(), OverLimit> {
+    /// Counts one submission for the customer's address (from this client), when it gave a valid one.
+    fn admit_email(&self, client: Option<Client>, email: Option<&str>) -> Result<(), OverLimit> {
         let Some(email) = email else { return Ok(()) };
         self.limits
-            .check_email(email)
+            .check_email(email, client.map(|c| c.ip))
             .inspect_err(|over| self.over_limit(client, over))
     }
 
-    fn over_limit(&self, client: Option<IpAddr>, over: &OverLimit) {
-        // A full limiter is nobody's fault in particular: it logs once, and no client is banned for it.
-        if over.limit != LimitKind::Saturated {
-            self.refusals.refuse(client, Refusal::RateLimit);
+    fn over_limit(&self, client: Option<Client>, over: &OverLimit) {
+        match over.limit {
+            LimitKind::PerClient => self.refuse(client, Refusal::RateLimit),
+            // The address is a customer's, whoever typed it; a full limiter is nobody's fault in
+            // particular. Neither gets anyone banned.
+            LimitKind::PerEmail => self.refusals.count_only(Refusal::EmailRateLimit),
+            LimitKind::Saturated => self.refusals.count_only(Refusal::LimiterFull),
         }
+    }
+
+    /// Counts a refusal and, when the client's own address is known, writes its Fail2Ban line.
+    pub(crate) fn refuse(&self, client: Option<Client>, why: Refusal) {
+        self.refusals.refuse(client.and_then(Client::named), why);
+    }
+
+    /// Whether a browser sent this from another site's page: `Sec-Fetch-Site: cross-site`, or an
+    /// `Origin` that is neither `server.public_url`'s nor the host the request was sent to (the
+    /// scheme aside, which a TLS proxy changes). Requests without either header (API clients,
+    /// older browsers) are not cross-site.
+    fn cross_site(&self, req: &HttpRequest) -> bool {
+        let headers = req.headers();
+        if headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+        {
+            return true;
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return false;
+        };
+        let Ok(origin) = origin.to_str() else { return true };
+        if origin.eq_ignore_ascii_case(&self.own_origin) {
+            return false;
+        }
+        let origin_host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        !matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    }
+
+    /// Refuses a cross-site submission before anything is counted against the visitor: a page
+    /// elsewhere could otherwise spend a visitor's limits or get their address banned.
+    fn refuse_cross_site(&self, req: &HttpRequest) -> Result<(), ()> {
+        if self.cross_site(req) {
+            self.refusals.count_only(Refusal::CrossSite);
+            tracing::info!("cross-site submission refused");
+            return Err(());
+        }
+        Ok(())
     }
 }
 
@@ -107,13 +158,13 @@ pub fn security_headers() -> DefaultHeaders {
 /// Request line and headers together; nginx's default allows 4 × 8 KiB, a browser sends ~1 KiB.
 pub const MAX_HEAD: usize = 16 * 1024;
 
-/// Refuses a request whose head is over [`MAX_HEAD`] with `431` before any handler sees it (the
-/// HTTP parser itself stops at 128 KiB and 96 headers).
+/// Refuses a request whose head (method, target and headers) is over [`MAX_HEAD`] with `431`
+/// before any handler sees it (the HTTP parser itself stops at 128 KiB and 96 headers).
 pub async fn limit_head(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let target = req.uri().path().len() + req.uri().query().map_or(0, str::len);
+    let target = req.method().as_str().len() + req.uri().path().len() + req.uri().query().map_or(0, str::len);
     let headers: usize = req
         .headers()
         .iter()
@@ -162,10 +213,10 @@ pub async fn observe_latency<B: actix_web::body::MessageBody>(
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     req.extensions_mut().insert(RoutePattern(route.clone()));
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| Arc::clone(&s.metrics));
-    let method = req.method().clone();
+    let method = crate::metrics::method_label(req.method());
     let res = next.call(req).await;
     if let Some(m) = metrics {
-        m.request(&route, method.as_str(), started.elapsed());
+        m.request(&route, method, started.elapsed());
     }
     res
 }

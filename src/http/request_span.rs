@@ -22,7 +22,7 @@ impl RootSpanBuilder for RequestSpan {
                 .get::<RequestId>()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
-            method = %request.method(),
+            method = crate::metrics::method_label(request.method()),
             route = %request
                 .extensions()
                 .get::<super::RoutePattern>()

@@ -77,17 +77,16 @@ pub async fn github(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.clients.client_ip(&req);
+    let client = state.clients.client(&req);
+    // Without a secret there is no webhook endpoint: nothing could be verified.
     let Some(secret) = state.webhook_secret.as_ref() else {
-        return Err(ApiError::NotConfigured(
-            "webhook.github_secret is not set: webhooks are not accepted.",
-        ));
+        return Err(ApiError::NotFound);
     };
     let body = read_limited(&req, payload, MAX_WEBHOOK_BODY, state.request_timeout)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => {
-                state.refusals.refuse(client, Refusal::BodyTooLarge);
+                state.refuse(client, Refusal::BodyTooLarge);
                 ApiError::TooLarge {
                     limit: MAX_WEBHOOK_BODY,
                 }
@@ -97,7 +96,7 @@ pub async fn github(
         })?;
     let signature = req.headers().get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     if !signature_valid(secret.expose_secret().as_bytes(), &body, signature) {
-        state.refusals.refuse(client, Refusal::BadSignature);
+        state.refuse(client, Refusal::BadSignature);
         return Err(ApiError::Unauthorized(
             "X-Hub-Signature-256 is missing or does not match the body.",
         ));

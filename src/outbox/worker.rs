@@ -18,7 +18,10 @@ use crate::config::{GithubRoute, Rate};
 use crate::domain::RequestType;
 use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
-use crate::store::{email_domain, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError, Ticket};
+use crate::store::{
+    ack_address, email_domain, AckCap, AckCaps, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError,
+    Ticket,
+};
 use crate::templates::Templates;
 use lettre::Message;
 
@@ -377,18 +380,28 @@ impl Deliverer {
             Ok(t) => t,
             Err(outcome) => return Ok(outcome),
         };
-        let domain = email_domain(&ticket.email);
-        for (key, by_domain, cap, what) in [
-            (ticket.email.as_str(), false, ctx.acks_per_email, "per-address"),
-            (domain.as_str(), true, ctx.acks_per_domain, "per-domain"),
-        ] {
-            let since = Utc::now() - chrono::Duration::from_std(cap.per).unwrap_or(chrono::Duration::days(1));
-            if ctx.store.acks_sent_since(key, by_domain, since).await? >= i64::from(cap.count) {
-                tracing::info!(cap = %cap, "acknowledgement skipped: {what} cap reached");
-                return Ok(JobOutcome::Skipped {
-                    reason: format!("{what} acknowledgement cap reached ({cap})"),
-                });
-            }
+        // The slot is reserved before the send, atomically, so concurrent jobs for one address
+        // cannot all see room; a failed send gives it back (finish_job).
+        let now = Utc::now();
+        let window = |cap: Rate| now - chrono::Duration::from_std(cap.per).unwrap_or(chrono::Duration::days(1));
+        let address = ack_address(&ticket.email);
+        let caps = AckCaps {
+            domain: email_domain(&address),
+            email: address,
+            per_email: i64::from(ctx.acks_per_email.count),
+            per_email_since: window(ctx.acks_per_email),
+            per_domain: i64::from(ctx.acks_per_domain.count),
+            per_domain_since: window(ctx.acks_per_domain),
+        };
+        if let Some(reached) = ctx.store.reserve_ack(job.id, &caps, now).await? {
+            let (what, cap) = match reached {
+                AckCap::PerAddress => ("per-address", ctx.acks_per_email),
+                AckCap::PerDomain => ("per-domain", ctx.acks_per_domain),
+            };
+            tracing::info!(cap = %cap, "acknowledgement skipped: {what} cap reached");
+            return Ok(JobOutcome::Skipped {
+                reason: format!("{what} acknowledgement cap reached ({cap})"),
+            });
         }
         let completion = Completion::Ack {
             message_id: ack_message_id(&ticket.reference, &ctx.ack.from),

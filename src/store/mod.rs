@@ -42,6 +42,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database answered and refused what was written (a constraint, a value it cannot hold,
+    /// such as a NUL in PostgreSQL text), as opposed to being unreachable or timing out.
+    pub fn is_refused_content(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::Database(_) | sqlx::Error::Encode(_)) | StoreError::Conflict(_)
+        )
+    }
+
     /// A unique constraint refused the write.
     pub(crate) fn from_unique(e: sqlx::Error, what: String) -> StoreError {
         match &e {
@@ -379,6 +388,31 @@ pub enum Completion {
     Issue { repo: String, number: i64, url: String },
 }
 
+/// The caps an acknowledgement is sent under, for one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckCaps {
+    /// The address, lowercased ([`ack_address`]).
+    pub email: String,
+    pub domain: String,
+    pub per_email: i64,
+    pub per_email_since: DateTime<Utc>,
+    pub per_domain: i64,
+    pub per_domain_since: DateTime<Utc>,
+}
+
+/// Which acknowledgement cap a reservation ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckCap {
+    PerAddress,
+    PerDomain,
+}
+
+/// An address as the acknowledgement caps count it: trimmed and lowercased, the local part too
+/// (as the rate limiter does), so `Victim@` and `vIctim@` are one address.
+pub fn ack_address(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 /// Outbox counts for health and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxStats {
@@ -427,8 +461,11 @@ pub trait Store: Send + Sync + 'static {
     /// `false` when the lease was lost meanwhile (another worker took the job over): nothing recorded.
     async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
-    /// Acknowledgements sent to `email` (or, with `by_domain`, to its domain) since `since`.
-    async fn acks_sent_since(&self, key: &str, by_domain: bool, since: DateTime<Utc>) -> Result<i64, StoreError>;
+    /// Reserves the acknowledgement slot of job `job_id` under both caps, atomically (also across
+    /// instances on one PostgreSQL database): `Ok(None)` when the slot is the job's (reserved now,
+    /// or earlier by an attempt of the same job), else the cap that is reached. A reserved slot
+    /// counts as sent; [`Store::finish_job`] gives it back when the send fails.
+    async fn reserve_ack(&self, job_id: i64, caps: &AckCaps, now: DateTime<Utc>) -> Result<Option<AckCap>, StoreError>;
 
     /// When the next job of `kinds` falls due, if any is waiting.
     async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError>;
@@ -521,7 +558,7 @@ pub struct FilerLock(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + S
 
 /// The domain of an address, lowercased: acknowledgements are capped per domain too.
 pub fn email_domain(email: &str) -> String {
-    email.rsplit_once('@').map_or(email, |(_, d)| d).to_ascii_lowercase()
+    email.rsplit_once('@').map_or(email, |(_, d)| d).trim().to_lowercase()
 }
 
 /// A fresh lease token.

@@ -12,7 +12,7 @@ use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
-use super::RetryOutcome;
+use super::{ack_address, AckCap, AckCaps, RetryOutcome};
 use super::{
     cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
@@ -363,10 +363,25 @@ impl Store for PostgresStore {
                     .bind(job.ticket_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("INSERT INTO ack_log (email, domain, sent_at) VALUES ($1, $2, $3)")
-                    .bind(email)
-                    .bind(email_domain(email))
-                    .bind(now)
+                // The slot was reserved before sending; a job that had none still counts.
+                let address = ack_address(email);
+                sqlx::query(
+                    "INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (job_id) DO NOTHING",
+                )
+                .bind(&address)
+                .bind(email_domain(&address))
+                .bind(now)
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            JobOutcome::Retry { .. } | JobOutcome::Dead { .. } | JobOutcome::Wait { .. }
+                if job.kind == JobKind::AckEmail =>
+            {
+                // Not sent: the slot goes back.
+                sqlx::query("DELETE FROM ack_log WHERE job_id = $1")
+                    .bind(job.id)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -387,17 +402,46 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn acks_sent_since(&self, key: &str, by_domain: bool, since: DateTime<Utc>) -> Result<i64, StoreError> {
-        let sql = if by_domain {
-            "SELECT COUNT(*) FROM ack_log WHERE domain = $1 AND sent_at >= $2"
-        } else {
-            "SELECT COUNT(*) FROM ack_log WHERE email = $1 AND sent_at >= $2"
-        };
-        Ok(sqlx::query_scalar(sql)
-            .bind(key)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?)
+    async fn reserve_ack(&self, job_id: i64, caps: &AckCaps, now: DateTime<Utc>) -> Result<Option<AckCap>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One reservation per domain at a time, across instances: the count and the insert below
+        // cannot interleave with another's (an address's acknowledgements are within its domain).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('intake-ack:' || $1, 0))")
+            .bind(&caps.domain)
+            .execute(&mut *tx)
+            .await?;
+        let mine: Option<i64> = sqlx::query_scalar("SELECT id FROM ack_log WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if mine.is_some() {
+            return Ok(None);
+        }
+        let to_address: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ack_log WHERE email = $1 AND sent_at >= $2")
+            .bind(&caps.email)
+            .bind(caps.per_email_since)
+            .fetch_one(&mut *tx)
+            .await?;
+        if to_address >= caps.per_email {
+            return Ok(Some(AckCap::PerAddress));
+        }
+        let to_domain: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ack_log WHERE domain = $1 AND sent_at >= $2")
+            .bind(&caps.domain)
+            .bind(caps.per_domain_since)
+            .fetch_one(&mut *tx)
+            .await?;
+        if to_domain >= caps.per_domain {
+            return Ok(Some(AckCap::PerDomain));
+        }
+        sqlx::query("INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES ($1, $2, $3, $4)")
+            .bind(&caps.email)
+            .bind(&caps.domain)
+            .bind(now)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(None)
     }
 
     async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -455,8 +499,10 @@ impl Store for PostgresStore {
             tx.commit().await?;
             return Ok(WebhookOutcome::Noted);
         };
+        // The row lock serialises events of one issue across instances (see the close check below).
         let ticket: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower($1) AND github_issue_number = $2",
+            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower($1) AND github_issue_number = $2 \
+             FOR UPDATE",
         )
         .bind(&issue.repo)
         .bind(issue.number)
@@ -466,6 +512,14 @@ impl Store for PostgresStore {
             tx.commit().await?;
             return Ok(WebhookOutcome::UnknownIssue);
         };
+        // Delivery ids are not signed: a close replayed under a new id must not mail again. Only a
+        // close after a reopen (or the first) follows up.
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM ticket_events WHERE ticket_id = $1 ORDER BY id DESC LIMIT 1")
+                .bind(ticket_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let already_closed = last.as_deref() == Some(IssueAction::Closed.id());
         let event_id: i64 = sqlx::query_scalar(
             "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id) VALUES ($1, $2, $3, $4, $5) \
              RETURNING id",
@@ -477,7 +531,7 @@ impl Store for PostgresStore {
         .bind(delivery_id)
         .fetch_one(&mut *tx)
         .await?;
-        let followup_queued = issue.action == IssueAction::Closed;
+        let followup_queued = issue.action == IssueAction::Closed && !already_closed;
         if followup_queued {
             sqlx::query(
                 "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \

@@ -10,7 +10,7 @@ use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::RetryOutcome;
+use super::{ack_address, AckCap, AckCaps, RetryOutcome};
 use super::{
     cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
     Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
@@ -388,10 +388,25 @@ impl Store for SqliteStore {
                     .bind(job.ticket_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("INSERT INTO ack_log (email, domain, sent_at) VALUES (?, ?, ?)")
-                    .bind(email)
-                    .bind(email_domain(email))
-                    .bind(ms(now))
+                // The slot was reserved before sending; a job that had none still counts.
+                let address = ack_address(email);
+                sqlx::query(
+                    "INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (job_id) DO NOTHING",
+                )
+                .bind(&address)
+                .bind(email_domain(&address))
+                .bind(ms(now))
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            JobOutcome::Retry { .. } | JobOutcome::Dead { .. } | JobOutcome::Wait { .. }
+                if job.kind == JobKind::AckEmail =>
+            {
+                // Not sent: the slot goes back.
+                sqlx::query("DELETE FROM ack_log WHERE job_id = ?")
+                    .bind(job.id)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -412,17 +427,42 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn acks_sent_since(&self, key: &str, by_domain: bool, since: DateTime<Utc>) -> Result<i64, StoreError> {
-        let sql = if by_domain {
-            "SELECT COUNT(*) FROM ack_log WHERE domain = ? AND sent_at >= ?"
-        } else {
-            "SELECT COUNT(*) FROM ack_log WHERE email = ? AND sent_at >= ?"
-        };
-        Ok(sqlx::query_scalar(sql)
-            .bind(key)
-            .bind(ms(since))
-            .fetch_one(&self.reader)
-            .await?)
+    async fn reserve_ack(&self, job_id: i64, caps: &AckCaps, now: DateTime<Utc>) -> Result<Option<AckCap>, StoreError> {
+        // The writer pool has one connection: reservations are serialised within the process,
+        // and SQLite serves one process.
+        let mut tx = self.writer.begin().await?;
+        let mine: Option<i64> = sqlx::query_scalar("SELECT id FROM ack_log WHERE job_id = ?")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if mine.is_some() {
+            return Ok(None);
+        }
+        let to_address: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ack_log WHERE email = ? AND sent_at >= ?")
+            .bind(&caps.email)
+            .bind(ms(caps.per_email_since))
+            .fetch_one(&mut *tx)
+            .await?;
+        if to_address >= caps.per_email {
+            return Ok(Some(AckCap::PerAddress));
+        }
+        let to_domain: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ack_log WHERE domain = ? AND sent_at >= ?")
+            .bind(&caps.domain)
+            .bind(ms(caps.per_domain_since))
+            .fetch_one(&mut *tx)
+            .await?;
+        if to_domain >= caps.per_domain {
+            return Ok(Some(AckCap::PerDomain));
+        }
+        sqlx::query("INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES (?, ?, ?, ?)")
+            .bind(&caps.email)
+            .bind(&caps.domain)
+            .bind(ms(now))
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(None)
     }
 
     async fn next_due(&self, kinds: &[JobKind]) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -490,6 +530,14 @@ impl Store for SqliteStore {
             tx.commit().await?;
             return Ok(WebhookOutcome::UnknownIssue);
         };
+        // Delivery ids are not signed: a close replayed under a new id must not mail again. Only a
+        // close after a reopen (or the first) follows up. The write above holds SQLite's lock.
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM ticket_events WHERE ticket_id = ? ORDER BY id DESC LIMIT 1")
+                .bind(ticket_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let already_closed = last.as_deref() == Some(IssueAction::Closed.id());
         let event_id: i64 = sqlx::query_scalar(
             "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id) VALUES (?, ?, ?, ?, ?) \
              RETURNING id",
@@ -501,7 +549,7 @@ impl Store for SqliteStore {
         .bind(delivery_id)
         .fetch_one(&mut *tx)
         .await?;
-        let followup_queued = issue.action == IssueAction::Closed;
+        let followup_queued = issue.action == IssueAction::Closed && !already_closed;
         if followup_queued {
             sqlx::query(
                 "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \

@@ -74,6 +74,19 @@ async fn run(
             }
         }
         let (tickets, replies): (Vec<NewTicket>, Vec<_>) = batch.drain(..).map(|p| (p.ticket, p.reply)).unzip();
+        commit_isolating(store.as_ref(), tickets, replies, &wake).await;
+    }
+}
+
+type Reply = oneshot::Sender<Result<InsertOutcome, Arc<StoreError>>>;
+
+/// Commits a batch; when the database refuses it for something one ticket holds, the batch is
+/// split in halves and each committed on its own, down to the ticket that failed, which alone
+/// gets the error: one customer's bad data never fails the others gathered with it. A failure of
+/// the database itself (unreachable, timed out) fails the batch whole, without splitting.
+async fn commit_isolating(store: &dyn Store, tickets: Vec<NewTicket>, replies: Vec<Reply>, wake: &Notify) {
+    let mut work = vec![(tickets, replies)];
+    while let Some((tickets, mut replies)) = work.pop() {
         let started = std::time::Instant::now();
         match store.insert_tickets(&tickets).await {
             Ok(outcomes) => {
@@ -88,8 +101,16 @@ async fn run(
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            Err(e) if tickets.len() > 1 && e.is_refused_content() => {
+                tracing::warn!(size = tickets.len(), error = ?e, "the database refused a batch of tickets; storing its halves apart");
+                let mut first = tickets;
+                let second = first.split_off(first.len() / 2);
+                let second_replies = replies.split_off(first.len());
+                work.push((second, second_replies));
+                work.push((first, replies));
+            }
             Err(e) => {
-                tracing::error!(size = tickets.len(), error = ?e, "storing a batch of tickets failed; none of it was stored");
+                tracing::error!(size = tickets.len(), error = ?e, "storing tickets failed; none of them was stored");
                 let e = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(Arc::clone(&e)));

@@ -75,7 +75,12 @@ async fn finds_no_marker(fake: &MockServer, repo: &str, expect: Option<u64>) {
     }
 }
 
+/// The token belongs to `octocat`, the author of the documented create answer.
 async fn repo(fake: &MockServer, name: &str, private: bool) {
+    github_headers(Mock::given(method("GET")).and(path("/user")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"login": "octocat", "type": "User"})))
+        .mount(fake)
+        .await;
     github_headers(Mock::given(method("GET")).and(path(format!("/repos/{name}"))))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"full_name": name, "private": private})))
         .mount(fake)
@@ -187,10 +192,19 @@ async fn a_lost_answer_after_creation_does_not_create_a_second_issue(backend: Ba
     let mut listed = created(77, "acme/support");
     listed["body"] = json!(format!("…\n<!-- intake-ticket: {reference} -->\n"));
     let pr = json!({"number": 78, "html_url": "https://github.com/acme/support/pull/78",
-                    "body": format!("<!-- intake-ticket: {reference} -->"), "pull_request": {"url": "x"}});
+                    "body": format!("<!-- intake-ticket: {reference} -->"), "pull_request": {"url": "x"},
+                    "user": {"login": "octocat", "type": "User"}});
+    // Newer issues that carry the marker but are not ours: one by a stranger, one of ours where a
+    // customer quoted the marker inside the fence of their message.
+    let stranger = json!({"number": 90, "html_url": "https://github.com/acme/support/issues/90",
+                          "body": format!("<!-- intake-ticket: {reference} -->\n"),
+                          "user": {"login": "mallory", "type": "User"}});
+    let quoted = json!({"number": 91, "html_url": "https://github.com/acme/support/issues/91",
+                        "body": format!("### Message\n\n````text\n<!-- intake-ticket: {reference} -->\n````\n\n<!-- intake-ticket: LV-OTHER000 -->\n"),
+                        "user": {"login": "octocat", "type": "User"}});
     github_headers(Mock::given(method("GET")).and(path("/repos/acme/support/issues")))
         .and(query_param("state", "all"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([pr, listed])))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([stranger, quoted, pr, listed])))
         .expect(1..)
         .mount(&fake)
         .await;

@@ -10,6 +10,8 @@ use wiremock::matchers::{header, header_exists, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub const TOKEN: &str = "ghp_test_token_0123456789";
+/// The login the token belongs to: the author of every issue the service files.
+pub const LOGIN: &str = "intake-bot";
 
 #[derive(Clone, Default)]
 struct Issues(Arc<Mutex<Vec<(i64, String, Instant)>>>);
@@ -37,6 +39,7 @@ impl Respond for Create {
                 "html_url": format!("https://github.com/{}/issues/{number}", self.repo),
                 "body": body,
                 "state": "open",
+                "user": {"login": LOGIN, "type": "User"},
             }))
             .set_delay(self.delay)
     }
@@ -53,7 +56,7 @@ impl Respond for List {
         let list: Vec<Value> = issues
             .iter()
             .rev()
-            .map(|(n, body, _)| json!({"number": n, "html_url": format!("https://github.com/{}/issues/{n}", self.repo), "body": body}))
+            .map(|(n, body, _)| json!({"number": n, "html_url": format!("https://github.com/{}/issues/{n}", self.repo), "body": body, "user": {"login": LOGIN, "type": "User"}}))
             .collect();
         ResponseTemplate::new(200).set_body_json(list)
     }
@@ -75,6 +78,10 @@ impl StatefulGithub {
                 .and(header("accept", "application/vnd.github+json"))
                 .and(header("x-github-api-version", "2022-11-28"))
         };
+        checked(Mock::given(method("GET")).and(path("/user")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"login": LOGIN, "type": "User"})))
+            .mount(&server)
+            .await;
         checked(Mock::given(method("GET")).and(path(format!("/repos/{repo}"))))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"full_name": repo, "private": true})))
             .mount(&server)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use intake::domain::RawSubmission;
-use intake::store::{self, Completion, JobKind, JobOutcome, NewTicket, Store};
+use intake::store::{self, AckCap, AckCaps, Completion, JobKind, JobOutcome, NewTicket, Store};
 use secrecy::SecretString;
 
 use crate::helpers::{new_ticket, open_store, Backend, TestDatabase};
@@ -28,6 +28,19 @@ fn ticket(email: &str) -> NewTicket {
         ..Default::default()
     };
     new_ticket(raw, None)
+}
+
+/// Caps for `email` (lowercased as the worker does), counting since `since`.
+fn caps(email: &str, per_email: i64, per_domain: i64, since: chrono::DateTime<Utc>) -> AckCaps {
+    let email = store::ack_address(email);
+    AckCaps {
+        domain: store::email_domain(&email),
+        email,
+        per_email,
+        per_email_since: since,
+        per_domain,
+        per_domain_since: since,
+    }
 }
 
 async fn seed(store: &Arc<dyn Store>, n: usize) {
@@ -197,21 +210,22 @@ async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend)
         .iter()
         .all(|d| d.state == "done"));
     let since = now - Span::hours(24);
+    // The acknowledgement sent above holds one slot of its address (in any case) and its domain.
     assert_eq!(
-        store.acks_sent_since("user0@example.com", false, since).await.unwrap(),
-        1
+        store.reserve_ack(1_000_001, &caps("USER0@example.com", 1, 10, since), now).await.unwrap(),
+        Some(AckCap::PerAddress)
     );
-    assert_eq!(store.acks_sent_since("example.com", true, since).await.unwrap(), 1);
     assert_eq!(
-        store.acks_sent_since("other@example.com", false, since).await.unwrap(),
-        0
+        store.reserve_ack(1_000_002, &caps("other@example.com", 1, 1, since), now).await.unwrap(),
+        Some(AckCap::PerDomain)
     );
     assert_eq!(
         store
-            .acks_sent_since("user0@example.com", false, now + Span::seconds(1))
+            .reserve_ack(1_000_003, &caps("user0@example.com", 1, 10, now + Span::seconds(1)), now)
             .await
             .unwrap(),
-        0
+        None,
+        "outside the window it does not count"
     );
     assert_eq!(store.outbox_stats(now).await.unwrap().pending, 0);
 }
@@ -273,7 +287,54 @@ async fn one_process_at_a_time_holds_the_filer_role(backend: Backend) {
     }
 }
 
+/// Jobs for one address racing for its slots: exactly the cap's worth get one, whatever the
+/// interleaving (two stores on one database stand for two instances); a failed send gives its
+/// slot back, and a retry of a job that holds a slot keeps it.
+async fn acknowledgement_slots_are_reserved_atomically_and_given_back_on_failure(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let other = store::connect(&SecretString::from(db.url().to_owned()), 6).await.unwrap();
+    let now = Utc::now();
+    let since = now - Span::hours(24);
+    let tasks: Vec<_> = (0..16i64)
+        .map(|i| {
+            let s = if i % 2 == 0 { Arc::clone(&store) } else { Arc::clone(&other) };
+            let address = if i % 3 == 0 { "Victim@Example.com" } else { "victim@example.com" };
+            let c = caps(address, 2, 100, since);
+            tokio::spawn(async move { s.reserve_ack(500 + i, &c, now).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        if t.await.unwrap().is_none() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 2, "two slots under a cap of two, however the jobs interleave");
+
+    // A real job: its slot is reserved, kept across a retry of the same job, given back on failure.
+    let t = ticket("grace@example.com");
+    store.insert_tickets(&[t]).await.unwrap();
+    let ack = store
+        .claim_jobs(&[JobKind::AckEmail], now, LEASE, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let c = caps("grace@example.com", 1, 100, since);
+    assert_eq!(store.reserve_ack(ack.id, &c, now).await.unwrap(), None);
+    assert_eq!(store.reserve_ack(ack.id, &c, now).await.unwrap(), None, "the job's own slot");
+    assert_eq!(store.reserve_ack(9_999, &c, now).await.unwrap(), Some(AckCap::PerAddress));
+    let failed = JobOutcome::Retry {
+        at: now,
+        error: "SMTP: 451 try later".into(),
+    };
+    assert!(store.finish_job(&ack, &failed, now).await.unwrap());
+    assert_eq!(store.reserve_ack(9_999, &c, now).await.unwrap(), None, "given back");
+}
+
 on_both_backends!(
+    acknowledgement_slots_are_reserved_atomically_and_given_back_on_failure,
     one_process_at_a_time_holds_the_filer_role,
     a_claim_leases_due_jobs_of_the_asked_kinds_once,
     an_expired_lease_is_taken_over_and_the_old_holder_cannot_finish,
