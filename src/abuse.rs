@@ -533,7 +533,9 @@ mod tests {
             limits.check_email("customer@victim.example", stranger).unwrap();
         }
         assert!(limits.check_email("customer@victim.example", stranger).is_err());
-        limits.check_email("Customer@victim.example", Some(ip("203.0.113.5"))).unwrap();
+        limits
+            .check_email("Customer@victim.example", Some(ip("203.0.113.5")))
+            .unwrap();
     }
 
     #[test]
@@ -613,13 +615,24 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_is_named_by_its_slash_64_in_one_spelling() {
-        assert_eq!(ClientKey::from(ip("2001:db8:1:2:aaaa::9")).to_string(), "2001:db8:1:2::/64");
-        assert_eq!(ClientKey::from(ip("2001:0DB8:0001:0002:ffff:0:0:1")).to_string(), "2001:db8:1:2::/64");
+        assert_eq!(
+            ClientKey::from(ip("2001:db8:1:2:aaaa::9")).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            ClientKey::from(ip("2001:0DB8:0001:0002:ffff:0:0:1")).to_string(),
+            "2001:db8:1:2::/64"
+        );
         assert_eq!(ClientKey::from(ip("::ffff:192.0.2.1")).to_string(), "192.0.2.1");
         // Lines are thinned per /64 too: a client rotating inside it gets one burst, not one each.
         let r = Refusals::default();
         let written = (0..100u16)
-            .filter(|i| r.refuse(Some(IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, *i])), Refusal::RateLimit))
+            .filter(|i| {
+                r.refuse(
+                    Some(IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, *i])),
+                    Refusal::RateLimit,
+                )
+            })
             .count();
         assert_eq!(written, LOG_BURST as usize);
     }
@@ -632,7 +645,11 @@ mod tests {
             unsupported: None,
         };
         assert_eq!(d.remember("n1", "LV-AAAAAAAA".into(), decoy), "LV-AAAAAAAA");
-        assert_eq!(d.remember("n1", "LV-BBBBBBBB".into(), decoy), "LV-AAAAAAAA", "the same form, the same reference");
+        assert_eq!(
+            d.remember("n1", "LV-BBBBBBBB".into(), decoy),
+            "LV-AAAAAAAA",
+            "the same form, the same reference"
+        );
         d.remember("n2", "LV-CCCCCCCC".into(), decoy);
         d.remember("n3", "LV-DDDDDDDD".into(), decoy);
         assert_eq!(d.get("LV-AAAAAAAA"), None);

@@ -107,12 +107,7 @@ impl Metrics {
             }
         }
         let mut map = self.latency.write().unwrap_or_else(|e| e.into_inner());
-        observe(
-            map.entry(route.to_owned())
-                .or_default()
-                .entry(method)
-                .or_default(),
-        );
+        observe(map.entry(route.to_owned()).or_default().entry(method).or_default());
     }
 
     /// The Prometheus text exposition.

@@ -263,9 +263,7 @@ impl Application {
                     .wrap(from_fn(track_handler))
                     .app_data(state)
                     .configure(routes);
-                let app = app
-                    .into_factory()
-                    .map_err(|e: actix_web::Error| e.error_response());
+                let app = app.into_factory().map_err(|e: actix_web::Error| e.error_response());
                 fn_service(move |io: TcpStream| {
                     let peer = io.peer_addr().ok();
                     let _ = io.set_nodelay(true);

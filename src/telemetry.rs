@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tracing::Level;
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{dynamic_filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -62,12 +62,15 @@ pub fn init(settings: &LogSettings) {
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let layer = match settings.format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let _ = tracing_subscriber::registry()
-        .with(layer.with_filter(filter.and(filter_fn(thin_connection_errors))))
+        // Dynamic: decided per event (a plain filter function would be cached per call site).
+        .with(layer.with_filter(filter.and(dynamic_filter_fn(|meta, _| thin_connection_errors(meta)))))
         .try_init();
 }

@@ -93,9 +93,9 @@ impl Mailer {
                     let path = dir.join(format!("{id}.eml"));
                     // One chmod of a file just written: not worth a blocking-pool hop.
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| MailError {
-                            transient: true,
-                            message: format!("making the message file private failed: {e}"),
-                        })?;
+                        transient: true,
+                        message: format!("making the message file private failed: {e}"),
+                    })?;
                 }
                 #[cfg(not(unix))]
                 let _ = (id, dir);

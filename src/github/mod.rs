@@ -193,7 +193,12 @@ impl GithubClient {
         if let Some(a) = known.as_ref() {
             return Ok(a.clone());
         }
-        let res = self.http.get(format!("{}/user", self.api_url)).header(AUTHORIZATION, self.auth()?).send().await;
+        let res = self
+            .http
+            .get(format!("{}/user", self.api_url))
+            .header(AUTHORIZATION, self.auth()?)
+            .send()
+            .await;
         let author = match res {
             Ok(r) if r.status() == StatusCode::FORBIDDEN && !r.headers().contains_key("retry-after") => Author::App,
             Ok(r) if r.status().is_success() => {
@@ -205,7 +210,12 @@ impl GithubClient {
             }
             Ok(r) => {
                 let (status, headers) = (r.status(), r.headers().clone());
-                return Err(classify(status, &headers, "reading the token's user", r.text().await.unwrap_or_default()));
+                return Err(classify(
+                    status,
+                    &headers,
+                    "reading the token's user",
+                    r.text().await.unwrap_or_default(),
+                ));
             }
             Err(e) => {
                 return Err(GithubError::Transient {
@@ -249,10 +259,9 @@ impl GithubClient {
                 ambiguous: false,
             })?;
             let count = issues.len();
-            if let Some(found) = issues
-                .into_iter()
-                .find(|i| i.pull_request.is_none() && ours(i) && i.body.as_deref().is_some_and(|b| has_own_marker(b, marker)))
-            {
+            if let Some(found) = issues.into_iter().find(|i| {
+                i.pull_request.is_none() && ours(i) && i.body.as_deref().is_some_and(|b| has_own_marker(b, marker))
+            }) {
                 return Ok(Some(found));
             }
             if count < 100 {

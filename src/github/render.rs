@@ -263,7 +263,10 @@ mod tests {
         assert!(quoted.contains(&m));
         assert!(!has_own_marker(&quoted, &m));
         assert!(!has_own_marker(&format!("text {m} more"), &m));
-        assert!(!has_own_marker(&format!("~~~~\n{m}\n~~~\n"), &m), "a shorter line does not close");
+        assert!(
+            !has_own_marker(&format!("~~~~\n{m}\n~~~\n"), &m),
+            "a shorter line does not close"
+        );
         assert!(has_own_marker(&format!("~~~\ncode\n~~~\n{m}\n"), &m));
     }
 

@@ -22,11 +22,11 @@ use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::abuse::{LimitKind, OverLimit, RateLimits, Refusal, Refusals};
-pub use client::Client;
 use crate::form_token::FormTokens;
 use crate::intake::Intake;
 use crate::store::Store;
 use crate::templates::Templates;
+pub use client::Client;
 use secrecy::SecretString;
 use tokio::sync::Notify;
 
@@ -105,17 +105,19 @@ impl AppState {
         self.refusals.refuse(client.and_then(Client::named), why);
     }
 
-    /// Whether a browser sent this from another site's page: `Sec-Fetch-Site: cross-site`, or an
-    /// `Origin` that is neither `server.public_url`'s nor the host the request was sent to (the
-    /// scheme aside, which a TLS proxy changes). Requests without either header (API clients,
-    /// older browsers) are not cross-site.
+    /// Whether a browser sent this from another site's page. A browser that sends
+    /// `Sec-Fetch-Site` says so itself (no page can change it): `cross-site` is refused,
+    /// `same-origin` and `none` (typed or bookmarked) are not. Otherwise (`same-site`, or an older
+    /// browser) the `Origin` decides: absent (API clients, older browsers) is fine; `null` or an
+    /// origin that is neither `server.public_url`'s nor the host the request was sent to (the
+    /// scheme aside, which a TLS proxy changes) is refused. Chromium sends `Origin: null` on a
+    /// same-origin post under `Referrer-Policy: no-referrer`, with `Sec-Fetch-Site: same-origin`.
     fn cross_site(&self, req: &HttpRequest) -> bool {
         let headers = req.headers();
-        if headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-        {
-            return true;
+        match headers.get("sec-fetch-site").map(|v| v.as_bytes().to_ascii_lowercase()) {
+            Some(v) if v == b"cross-site" => return true,
+            Some(v) if v == b"same-origin" || v == b"none" => return false,
+            _ => {}
         }
         let Some(origin) = headers.get(header::ORIGIN) else {
             return false;

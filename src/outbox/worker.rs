@@ -19,8 +19,8 @@ use crate::domain::RequestType;
 use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
 use crate::store::{
-    ack_address, email_domain, AckCap, AckCaps, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store, StoreError,
-    Ticket,
+    ack_address, email_domain, AckCap, AckCaps, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store,
+    StoreError, Ticket,
 };
 use crate::templates::Templates;
 use lettre::Message;

@@ -428,9 +428,9 @@ impl Store for SqliteStore {
     }
 
     async fn reserve_ack(&self, job_id: i64, caps: &AckCaps, now: DateTime<Utc>) -> Result<Option<AckCap>, StoreError> {
-        // The writer pool has one connection: reservations are serialised within the process,
-        // and SQLite serves one process.
-        let mut tx = self.writer.begin().await?;
+        // IMMEDIATE takes the write lock first, so the count and the insert cannot interleave with
+        // another writer's, in this process (whose writer pool has one connection) or another.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mine: Option<i64> = sqlx::query_scalar("SELECT id FROM ack_log WHERE job_id = ?")
             .bind(job_id)
             .fetch_optional(&mut *tx)

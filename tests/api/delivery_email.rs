@@ -95,8 +95,12 @@ async fn past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped(backe
         return;
     };
     let mut refs = Vec::new();
-    for _ in 0..3 {
-        refs.push(app.submit(&valid_ticket()).await);
+    // One address, however it is written (the domain never matters; the local part is compared
+    // without case too).
+    for email in ["victim@example.com", "Victim@Example.com", "vIctim@EXAMPLE.com"] {
+        let mut t = valid_ticket();
+        t["email"] = json!(email);
+        refs.push(app.submit(&t).await);
         app.deliverer.run_once().await.unwrap();
     }
     assert_eq!(smtp.received().len(), 2);
@@ -117,6 +121,27 @@ async fn past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped(backe
     app.submit(&other).await;
     app.deliverer.run_once().await.unwrap();
     assert_eq!(smtp.received().len(), 3);
+}
+
+/// Jobs for one address sent side by side (the email lane sends up to 16 at once) stay under the
+/// cap: the slot is reserved before the send.
+async fn concurrent_acknowledgements_to_one_address_stay_under_the_cap(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let Some(app) = app_with_smtp(backend, &smtp, |s| s.limits.acks_per_email = "2/day".parse().unwrap()).await else {
+        return;
+    };
+    for i in 0..8 {
+        let mut t = valid_ticket();
+        t["email"] = json!(if i % 2 == 0 {
+            "victim@example.com"
+        } else {
+            "VICTIM@example.com"
+        });
+        app.submit(&t).await;
+    }
+    // One pass claims all eight and sends them side by side.
+    app.deliverer.run_once().await.unwrap();
+    assert_eq!(smtp.received().len(), 2, "a cap of two, however the sends interleave");
 }
 
 async fn past_the_per_domain_cap_one_organisation_gets_no_more_acknowledgements(backend: Backend) {
@@ -181,6 +206,7 @@ async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend
 }
 
 on_both_backends!(
+    concurrent_acknowledgements_to_one_address_stay_under_the_cap,
     the_acknowledgement_reaches_the_smtp_server_with_the_right_headers_and_parts,
     past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped,
     past_the_per_domain_cap_one_organisation_gets_no_more_acknowledgements,
@@ -216,6 +242,10 @@ async fn with_embedded_defaults_the_acknowledgement_is_an_eml_file() {
     let eml = std::fs::read_to_string(&files[0]).unwrap();
     assert!(eml.contains(&reference));
     assert!(eml.contains("Auto-Submitted: auto-replied"));
+    // It holds a customer's address: the service's user alone reads it, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
 }
 
 #[tokio::test]

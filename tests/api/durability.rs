@@ -115,3 +115,90 @@ async fn every_acknowledged_ticket_survives_a_kill_9(backend: Backend) {
 }
 
 on_both_backends!(every_acknowledged_ticket_survives_a_kill_9);
+
+/// A trigger that refuses one ticket, as the database refuses data it cannot hold (on PostgreSQL,
+/// a NUL in text did this to every customer in the same group commit).
+async fn poison_subjects(db: &TestDatabase, backend: Backend) {
+    let statements: &[&str] = match backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON tickets WHEN NEW.subject = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+             IF NEW.subject = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON tickets FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ],
+    };
+    match backend {
+        Backend::Sqlite => {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            for s in statements {
+                sqlx::Executor::execute(&mut c, *s).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            for s in statements {
+                sqlx::Executor::execute(&mut c, *s).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn one_bad_ticket_does_not_fail_the_others_in_its_batch(backend: Backend) {
+    let Some((db, store)) = crate::helpers::open_store(backend, 4).await else {
+        return;
+    };
+    poison_subjects(&db, backend).await;
+    let (writer, _tasks) =
+        intake::store::TicketWriter::spawn(Arc::clone(&store), 512, 1, Arc::new(tokio::sync::Notify::new()));
+    let ticket = |subject: &str, message: &str| {
+        let mut t = crate::helpers::new_ticket(
+            intake::domain::RawSubmission {
+                name: Some("Ada".into()),
+                email: Some("ada@example.com".into()),
+                request_type: Some("billing".into()),
+                subject: Some(subject.into()),
+                message: Some("Please send the invoice again.".into()),
+                ..Default::default()
+            },
+            None,
+        );
+        // Stored text that got past the checks (as a page URL with a NUL once did).
+        t.submission.message = message.to_owned();
+        t
+    };
+    let mut batch: Vec<_> = (0..40).map(|i| ticket(&format!("Invoice {i}"), "fine")).collect();
+    batch[7] = ticket("poison", "fine");
+    batch[31] = ticket("poison", "fine");
+    if backend == Backend::Postgres {
+        batch[20] = ticket("NUL", "a\0b");
+    }
+    // Queued together, they are written as one batch.
+    let answers = futures_util::future::join_all(batch.into_iter().map(|t| writer.submit(t))).await;
+    let failed: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    let expected = if backend == Backend::Postgres {
+        vec![7, 20, 31]
+    } else {
+        vec![7, 31]
+    };
+    assert_eq!(failed, expected, "only the bad tickets get the error");
+    assert_eq!(store.count_tickets().await.unwrap(), 40 - expected.len() as i64);
+    // Every ticket stored has its jobs: nothing half-stored.
+    assert_eq!(
+        store.outbox_stats(chrono::Utc::now()).await.unwrap().pending,
+        2 * (40 - expected.len() as i64)
+    );
+}
+
+on_both_backends!(one_bad_ticket_does_not_fail_the_others_in_its_batch);

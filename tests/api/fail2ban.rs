@@ -81,6 +81,18 @@ async fn refuse_clients(port: u16) {
         assert_eq!(api(xff, "t", valid_ticket()).await.unwrap().status(), 202);
         assert_eq!(api(xff, "t", valid_ticket()).await.unwrap().status(), 429);
     }
+    // A client rotating its addresses inside one IPv6 /64 is one client, named by its /64.
+    for i in 1..=3 {
+        let xff: &'static str = Box::leak(format!("2001:db8:77:1::{i}").into_boxed_str());
+        let status = api(xff, "t", valid_ticket()).await.unwrap().status();
+        assert_eq!(status, if i == 1 { 202 } else { 429 });
+    }
+    // The trusted proxy itself, passing no address: limited, but never named (it would ban every
+    // client behind it).
+    let plain = client.post(format!("{base}/api/v1/tickets")).json(&valid_ticket());
+    assert_eq!(plain.send().await.unwrap().status(), 202);
+    let plain = client.post(format!("{base}/api/v1/tickets")).json(&valid_ticket());
+    assert_eq!(plain.send().await.unwrap().status(), 429);
     // A client that writes a fake refusal line into what it controls is banned itself, not the
     // address it wrote.
     let forged = "x: refused a client client=192.0.2.250 reason=rate-limit";
@@ -108,18 +120,17 @@ async fn refuse_clients(port: u16) {
             .send()
     };
     let fields = |token: &str, website: &str| {
-        vec![
-            ("form_token", token.to_owned()),
-            ("website", website.to_owned()),
-            ("name", "Grace".to_owned()),
-        ]
+        let mut f = crate::form::valid_fields(token);
+        f[1].1 = website.to_owned();
+        f
     };
+    // A filled honeypot is answered as a person's form is (a redirect to a confirmation).
     assert_eq!(
         form("198.51.100.20", fields(&token, "http://spam"))
             .await
             .unwrap()
             .status(),
-        200
+        303
     );
     assert_eq!(
         form("198.51.100.21", fields("v1.1.x.forged", ""))
@@ -152,12 +163,15 @@ async fn the_filter_matches_every_refusal_and_nothing_else(format: &str) {
     refuse_clients(server.port).await;
     let log = std::fs::read_to_string(&server.log).unwrap();
     let found = banned_addresses(&server.log);
+    // IPv6 clients by their /64, in one spelling; the address-less proxy never.
     let mut expected = vec![
         "198.51.100.20",
         "198.51.100.21",
-        "2001:db8:1::21",
-        "2001:db8:2::5",
-        "2001:db8::7",
+        "2001:db8:1::/64",
+        "2001:db8:2::/64",
+        "2001:db8:77:1::/64",
+        "2001:db8:77:1::/64",
+        "2001:db8::/64",
         "203.0.113.5",
         "203.0.113.99",
     ];
@@ -173,4 +187,65 @@ async fn the_filter_matches_every_refusal_in_text_logs() {
 #[tokio::test]
 async fn the_filter_matches_every_refusal_in_json_logs() {
     the_filter_matches_every_refusal_and_nothing_else("json").await;
+}
+
+/// A client rotating its address inside one IPv6 /64 on every attempt: the limiter counts the /64,
+/// and the refusal lines name it, so a real fail2ban-server bans the /64 after `maxretry`.
+#[tokio::test]
+async fn fail2ban_bans_an_ipv6_client_rotating_inside_its_slash_64() {
+    if !tool_available("fail2ban-server", &["--version"]) || !tool_available("node", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start("text", dir.path());
+    let f2b = crate::pm2::Fail2Ban::start(dir.path(), &server.log);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let client = reqwest::Client::new();
+    for i in 1..=12 {
+        let res = client
+            .post(format!("http://127.0.0.1:{}/api/v1/tickets", server.port))
+            .header("X-Forwarded-For", format!("2001:db8:99:1:{i:x}::{i:x}"))
+            .json(&valid_ticket())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), if i == 1 { 202 } else { 429 });
+    }
+    for _ in 0..150 {
+        if f2b.banned().contains("+2001:db8:99:1::/64") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        f2b.banned().contains("+2001:db8:99:1::/64"),
+        "banned: {:?}\nfail2ban log:\n{}\nintake log:\n{}",
+        f2b.banned(),
+        f2b.log(),
+        server.log_text()
+    );
+}
+
+/// Malformed requests in a burst: actix-http's `stream error` line for each is thinned, so a flood
+/// of garbage cannot flood the log.
+#[tokio::test]
+async fn a_flood_of_malformed_requests_writes_few_error_lines() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start("text", dir.path());
+    for _ in 0..300 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nBroken header line\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.read_to_end(&mut out)).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = server.log_text();
+    let errors = log.lines().filter(|l| l.contains("stream error")).count();
+    assert!((1..=10).contains(&errors), "{errors} stream error lines:\n{log}");
 }

@@ -186,41 +186,69 @@ async fn an_unsupported_request_sees_the_policy_on_its_confirmation() {
     assert!(html.contains("retention policy"), "{html}");
 }
 
-#[tokio::test]
-async fn a_filled_honeypot_looks_accepted_but_nothing_is_stored() {
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let (_, token) = app.get_form().await;
-    let mut fields = valid_fields(&token);
-    fields[1].1 = "http://spam.example".to_owned(); // the hidden `website` field
-    let res = app.post_form(&as_refs(&fields)).await;
-    assert_eq!(res.status(), 200);
-    let html = res.text().await.unwrap();
-    let reference = regex::Regex::new(r"LV-[0-9A-Z]{8}")
-        .unwrap()
-        .find(&html)
-        .expect("a reference")
-        .as_str()
-        .to_owned();
-    assert_eq!(app.ticket_count().await, 0);
-    assert_eq!(
-        app.get(&format!("/submitted/{reference}")).await.status(),
-        404,
-        "the reference exists nowhere"
-    );
-    assert_eq!(app.deliverer.run_once().await.unwrap(), 0, "nothing to mail or file");
-    assert_eq!(app.refusals.count(Refusal::Honeypot), 1, "the attempt is counted");
+/// Follows a form answer to the page it leads to, as a browser would: the status of the answer,
+/// the confirmation's status and its HTML with the reference taken out.
+async fn as_a_browser_sees_it(app: &crate::helpers::TestApp, res: reqwest::Response) -> (u16, u16, String, String) {
+    let status = res.status().as_u16();
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let reference = location.trim_start_matches("/submitted/").to_owned();
+    let page = app.get(&location).await;
+    let page_status = page.status().as_u16();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&reference), "the page shows its reference");
+    (status, page_status, html.replace(&reference, "REF"), reference)
 }
 
 #[tokio::test]
-async fn a_form_sent_faster_than_a_person_can_fill_it_is_not_stored() {
+async fn a_filled_honeypot_is_answered_as_a_person_is_but_nothing_is_stored() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    // A person's submission, for comparison.
+    let (_, token) = app.get_form().await;
+    let person = app.post_form(&as_refs(&valid_fields(&token))).await;
+    let (status, page_status, person_page, _) = as_a_browser_sees_it(&app, person).await;
+    assert_eq!((status, page_status), (303, 200));
+
+    let (_, token) = app.get_form().await;
+    let mut fields = valid_fields(&token);
+    fields[1].1 = "http://spam.example".to_owned(); // the hidden `website` field
+    let bot = app.post_form(&as_refs(&fields)).await;
+    let (status, page_status, bot_page, reference) = as_a_browser_sees_it(&app, bot).await;
+    assert_eq!(
+        (status, page_status),
+        (303, 200),
+        "a redirect and a confirmation, as for a person"
+    );
+    assert_eq!(bot_page, person_page, "the same page down to the words");
+    // The same form sent again leads to the same reference, as a person's does.
+    let again = app.post_form(&as_refs(&fields)).await;
+    assert_eq!(again.headers()["location"], format!("/submitted/{reference}").as_str());
+
+    assert_eq!(app.ticket_count().await, 1, "only the person's ticket");
+    assert_eq!(
+        app.deliverer.run_once().await.unwrap(),
+        1,
+        "only the person's acknowledgement"
+    );
+    assert_eq!(app.refusals.count(Refusal::Honeypot), 2, "the attempts are counted");
+}
+
+#[tokio::test]
+async fn a_form_sent_faster_than_a_person_can_fill_it_is_answered_alike_and_not_stored() {
     let app = crate::helpers::spawn_app_with(Backend::Sqlite, |s| s.limits.min_fill_seconds = 30)
         .await
         .unwrap();
     let (_, token) = app.get_form().await;
-    let fields = valid_fields(&token);
-    let res = app.post_form(&as_refs(&fields)).await;
-    assert_eq!(res.status(), 200, "answered as if accepted");
-    assert!(res.text().await.unwrap().contains("We have your request"));
+    let res = app.post_form(&as_refs(&valid_fields(&token))).await;
+    let (status, page_status, html, _) = as_a_browser_sees_it(&app, res).await;
+    assert_eq!((status, page_status), (303, 200), "answered as if accepted");
+    assert!(html.contains("We have your request"));
+    assert!(html.contains("account request"), "{html}");
     assert_eq!(app.ticket_count().await, 0);
     assert_eq!(app.refusals.count(Refusal::TooFast), 1);
+    // A bot's invalid form gets the errors a person's would.
+    let (_, token) = app.get_form().await;
+    let mut fields = valid_fields(&token);
+    fields[4].1 = "not-an-address".to_owned();
+    let res = app.post_form(&as_refs(&fields)).await;
+    assert_eq!(res.status(), 422);
 }

@@ -218,7 +218,7 @@ fn changes_need_a_reason_and_scopes_must_be_known() {
     );
 }
 
-async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+pub async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
     app.client
         .get(format!("{}{path}", app.address))
         .bearer_auth(token)

@@ -212,16 +212,26 @@ async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend)
     let since = now - Span::hours(24);
     // The acknowledgement sent above holds one slot of its address (in any case) and its domain.
     assert_eq!(
-        store.reserve_ack(1_000_001, &caps("USER0@example.com", 1, 10, since), now).await.unwrap(),
+        store
+            .reserve_ack(1_000_001, &caps("USER0@example.com", 1, 10, since), now)
+            .await
+            .unwrap(),
         Some(AckCap::PerAddress)
     );
     assert_eq!(
-        store.reserve_ack(1_000_002, &caps("other@example.com", 1, 1, since), now).await.unwrap(),
+        store
+            .reserve_ack(1_000_002, &caps("other@example.com", 1, 1, since), now)
+            .await
+            .unwrap(),
         Some(AckCap::PerDomain)
     );
     assert_eq!(
         store
-            .reserve_ack(1_000_003, &caps("user0@example.com", 1, 10, now + Span::seconds(1)), now)
+            .reserve_ack(
+                1_000_003,
+                &caps("user0@example.com", 1, 10, now + Span::seconds(1)),
+                now
+            )
             .await
             .unwrap(),
         None,
@@ -294,13 +304,23 @@ async fn acknowledgement_slots_are_reserved_atomically_and_given_back_on_failure
     let Some((db, store)) = open(backend).await else {
         return;
     };
-    let other = store::connect(&SecretString::from(db.url().to_owned()), 6).await.unwrap();
+    let other = store::connect(&SecretString::from(db.url().to_owned()), 6)
+        .await
+        .unwrap();
     let now = Utc::now();
     let since = now - Span::hours(24);
     let tasks: Vec<_> = (0..16i64)
         .map(|i| {
-            let s = if i % 2 == 0 { Arc::clone(&store) } else { Arc::clone(&other) };
-            let address = if i % 3 == 0 { "Victim@Example.com" } else { "victim@example.com" };
+            let s = if i % 2 == 0 {
+                Arc::clone(&store)
+            } else {
+                Arc::clone(&other)
+            };
+            let address = if i % 3 == 0 {
+                "Victim@Example.com"
+            } else {
+                "victim@example.com"
+            };
             let c = caps(address, 2, 100, since);
             tokio::spawn(async move { s.reserve_ack(500 + i, &c, now).await.unwrap() })
         })
@@ -317,14 +337,21 @@ async fn acknowledgement_slots_are_reserved_atomically_and_given_back_on_failure
     let t = ticket("grace@example.com");
     store.insert_tickets(&[t]).await.unwrap();
     let ack = store
-        .claim_jobs(&[JobKind::AckEmail], now, LEASE, 1)
+        .claim_jobs(&[JobKind::AckEmail], Utc::now(), LEASE, 1)
         .await
         .unwrap()
         .remove(0);
     let c = caps("grace@example.com", 1, 100, since);
     assert_eq!(store.reserve_ack(ack.id, &c, now).await.unwrap(), None);
-    assert_eq!(store.reserve_ack(ack.id, &c, now).await.unwrap(), None, "the job's own slot");
-    assert_eq!(store.reserve_ack(9_999, &c, now).await.unwrap(), Some(AckCap::PerAddress));
+    assert_eq!(
+        store.reserve_ack(ack.id, &c, now).await.unwrap(),
+        None,
+        "the job's own slot"
+    );
+    assert_eq!(
+        store.reserve_ack(9_999, &c, now).await.unwrap(),
+        Some(AckCap::PerAddress)
+    );
     let failed = JobOutcome::Retry {
         at: now,
         error: "SMTP: 451 try later".into(),

@@ -107,13 +107,13 @@ fn ecosystem_log() -> String {
 /// fail2ban-server in the foreground with Debian's configuration, the shipped filter and jail,
 /// and its socket, database and log in `dir`. Runs in a time zone far from UTC, so a log whose
 /// times it misread would fall outside `findtime` and ban nobody.
-struct Fail2Ban {
+pub struct Fail2Ban {
     _process: Running,
     dir: PathBuf,
 }
 
 impl Fail2Ban {
-    fn start(dir: &Path, log: &Path) -> Fail2Ban {
+    pub fn start(dir: &Path, log: &Path) -> Fail2Ban {
         let jail = std::fs::read_to_string(deploy("fail2ban/jail.d/intake.conf")).unwrap();
         let banned = dir.join("banned");
         let conf = debian_config_with(dir, &jail_with_test_overrides(&jail, log, &banned));
@@ -140,11 +140,11 @@ impl Fail2Ban {
         }
     }
 
-    fn banned(&self) -> String {
+    pub fn banned(&self) -> String {
         std::fs::read_to_string(self.dir.join("banned")).unwrap_or_default()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("fail2ban.log")).unwrap_or_default()
     }
 }

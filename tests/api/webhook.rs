@@ -200,9 +200,45 @@ async fn reopened_is_recorded_and_the_next_close_follows_up_again(backend: Backe
     );
 }
 
+/// `X-GitHub-Delivery` is not signed: a captured close replayed under new ids (one after another,
+/// and several at once) is recorded, and mails the customer once.
+async fn a_replayed_close_under_new_delivery_ids_sends_no_second_follow_up(backend: Backend) {
+    let Some(l) = closed_loop(backend).await else {
+        return;
+    };
+    let (reference, number) = filed_ticket(&l).await;
+    let body = adapted("issues-closed.json", REPO, number, None);
+    for _ in 0..3 {
+        assert_eq!(signed(&l.app, "issues", &uuid_like(), body.clone()).await.status(), 200);
+    }
+    let ids: Vec<String> = (0..4).map(|_| uuid_like()).collect();
+    let at_once: Vec<_> = ids
+        .iter()
+        .map(|id| signed(&l.app, "issues", id, body.clone()))
+        .collect();
+    for res in futures_util::future::join_all(at_once).await {
+        assert_eq!(res.status(), 200);
+    }
+    l.app.deliverer.run_once().await.unwrap();
+    assert_eq!(l.smtp.received().len(), 2, "the acknowledgement and one follow-up");
+    let t = l.app.store.ticket_by_reference(&reference).await.unwrap().unwrap();
+    assert_eq!(
+        l.app.store.ticket_events(t.id).await.unwrap().len(),
+        7,
+        "every close is recorded"
+    );
+    // A reopen and a new close follow up again.
+    let reopened = adapted("issues-reopened.json", REPO, number, None);
+    assert_eq!(signed(&l.app, "issues", &uuid_like(), reopened).await.status(), 200);
+    assert_eq!(signed(&l.app, "issues", &uuid_like(), body).await.status(), 200);
+    l.app.deliverer.run_once().await.unwrap();
+    assert_eq!(l.smtp.received().len(), 3);
+}
+
 on_both_backends!(
     a_closed_issue_sends_one_threaded_follow_up,
     reopened_is_recorded_and_the_next_close_follows_up_again,
+    a_replayed_close_under_new_delivery_ids_sends_no_second_follow_up,
 );
 
 #[tokio::test]
