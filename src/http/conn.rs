@@ -240,7 +240,7 @@ mod tests {
         let handle = s.handle();
         let mut buf = [0u8; 16];
         client.write_all(b"GET").await.unwrap();
-        s.read(&mut buf).await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 3);
         // The head is complete and a handler runs for longer than any deadline: the connection waits.
         handle.0.handling.set(1);
         let waiting = tokio::time::timeout(Duration::from_millis(1500), s.read(&mut buf)).await;

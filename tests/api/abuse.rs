@@ -406,9 +406,9 @@ async fn cut_off_after(app: &TestApp, second: &[&[u8]]) -> Option<Duration> {
             return Some(started.elapsed());
         }
         // A closed connection reads as the end (or a reset) at once.
-        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            _ => {}
+        let read = tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return Some(started.elapsed());
         }
     }
     None
@@ -447,12 +447,10 @@ async fn a_body_trickled_to_an_endpoint_that_does_not_read_it_is_cut_off() {
             closed = Some(started.elapsed());
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = Some(started.elapsed());
-                break;
-            }
-            _ => {}
+        let read = tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            closed = Some(started.elapsed());
+            break;
         }
     }
     let took = closed.expect("the trickle is cut off");
