@@ -3,7 +3,10 @@
 --   normal  : customers at a normal rate, each from its own address with its own email
 --             (FLOOD_DELAY_MS between requests on each connection);
 --   spread  : FLOOD_REQUESTS requests in all, from FLOOD_ADDRESSES distinct addresses in turn,
---             then the thread stops.
+--             then the thread stops. With FLOOD_SPREAD=invalid (the default) each is refused on
+--             its fields (422) after both limiters counted it, so what grows is the limiters'
+--             memory alone; with FLOOD_SPREAD=valid they are valid, and every address gets five
+--             tickets for the one email stored (the per-email limit is per address and client).
 -- Every request comes through the trusted proxy at 127.0.0.1, which names the client in
 -- X-Forwarded-For.
 local role = os.getenv("FLOOD_ROLE") or "flood"
@@ -27,6 +30,10 @@ local function address(n)
 end
 
 local flood_body = body("flood@example.com")
+-- A message under the 10-character minimum: counted by both limiters, then refused (422).
+local invalid_body = '{"name":"Ada Lovelace","email":"flood@example.com","type":"product",' ..
+  '"subject":"Export","message":"short"}'
+local spread_body = (os.getenv("FLOOD_SPREAD") == "valid") and flood_body or invalid_body
 local sent = 0
 local statuses = {}
 
@@ -39,7 +46,7 @@ function request()
     local n = seed + sent
     xff, b = address(n % 131072), body("customer" .. n .. "@example.org")
   else
-    xff, b = address((sent - 1) % addresses), flood_body
+    xff, b = address((sent - 1) % addresses), spread_body
   end
   return wrk.format("POST", "/api/v1/tickets",
     { ["Content-Type"] = "application/json", ["X-Forwarded-For"] = xff }, b)

@@ -5,3 +5,7 @@
 ALTER TABLE ack_log ADD COLUMN job_id INTEGER;
 CREATE UNIQUE INDEX ack_log_job ON ack_log (job_id);
 UPDATE ack_log SET email = lower(email), domain = lower(domain);
+
+-- A close is told apart from the same close replayed under a new delivery id by the issue's
+-- `closed_at`, as GitHub signed it.
+ALTER TABLE ticket_events ADD COLUMN closed_at TEXT;

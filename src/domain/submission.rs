@@ -60,24 +60,35 @@ fn optional(s: Option<&str>) -> Option<&str> {
     s.filter(|v| !v.trim().is_empty())
 }
 
-/// An address the mailer can send to: one the validator accepts and lettre parses (lettre refuses
-/// `a..b@` and `.a@`, which the validator lets through), with a domain name rather than an
-/// address literal (`a@[127.0.0.1]`), which no customer uses and which would aim the relay at a
-/// host of the sender's choosing.
-fn is_valid_email(email: &str) -> bool {
-    email.chars().count() <= EMAIL_MAX
+/// The address as the service keeps it, when it is one the mailer can send to: the domain in its
+/// ASCII form (UTS-46: `ｅxample.com` and `EXAMPLE.com` are `example.com`, `münchen.de` is
+/// `xn--mnchen-3ya.de`), so that the caps and limits count one mailbox once and no relay needs
+/// SMTPUTF8 for the domain; a domain name with a dot, not an address literal (`a@[127.0.0.1]`),
+/// an IP address or a bare host (`root@localhost`), which would aim the relay at a host of the
+/// sender's choosing; and an address both the validator and lettre accept (lettre refuses `a..b@`
+/// and `.a@`, which the validator lets through).
+fn normalize_email(cleaned: &str) -> Option<String> {
+    let (local, domain) = cleaned.rsplit_once('@')?;
+    if domain.starts_with('[') || domain.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let domain = idna::domain_to_ascii(domain).ok()?;
+    if !domain.contains('.') || domain.ends_with('.') || domain.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let email = format!("{local}@{domain}");
+    let valid = email.chars().count() <= EMAIL_MAX
         && !email.contains(' ')
-        && !email.ends_with(']')
         && email.validate_email()
-        && email.parse::<lettre::Address>().is_ok()
+        && email.parse::<lettre::Address>().is_ok();
+    valid.then_some(email)
 }
 
 impl RawSubmission {
     /// The customer's address, cleaned as it would be stored, when it is a valid one (the
     /// per-address rate limit counts submissions before the other fields are checked).
     pub fn valid_email(&self) -> Option<String> {
-        let email = clean_single_line(self.email.as_deref()?);
-        is_valid_email(&email).then_some(email)
+        normalize_email(&clean_single_line(self.email.as_deref()?))
     }
 
     /// Checks every field and reports every problem at once.
@@ -94,13 +105,14 @@ impl RawSubmission {
             ));
         }
 
-        let email = clean_single_line(self.email.as_deref().unwrap_or(""));
-        if email.is_empty() {
+        let typed = clean_single_line(self.email.as_deref().unwrap_or(""));
+        let email = normalize_email(&typed).unwrap_or_default();
+        if typed.is_empty() {
             errors.push(FieldError::new(
                 "email",
                 "Please enter your email address so we can answer you.",
             ));
-        } else if !is_valid_email(&email) {
+        } else if email.is_empty() {
             errors.push(FieldError::new(
                 "email",
                 "This does not look like an email address (for example name@example.com).",
@@ -312,6 +324,8 @@ mod tests {
             "a.@example.com",
             "a@[127.0.0.1]",
             "a@[IPv6:::1]",
+            "a@10.0.0.5",
+            "root@localhost",
         ] {
             let mut raw = valid();
             raw.email = Some(e.into());
@@ -332,6 +346,21 @@ mod tests {
             let mut raw = valid();
             raw.page_url = Some(u.into());
             assert_eq!(raw.validate().unwrap_err()[0].field, "page_url", "{u}");
+        }
+    }
+
+    #[test]
+    fn a_domain_is_kept_in_one_ascii_spelling() {
+        for (typed, kept) in [
+            ("Ada@EXAMPLE.com", "Ada@example.com"),
+            ("victim@\u{FF45}xample.com", "victim@example.com"),
+            ("victim@e\u{FF58}ample.com", "victim@example.com"),
+            ("ada@münchen.de", "ada@xn--mnchen-3ya.de"),
+        ] {
+            let mut raw = valid();
+            raw.email = Some(typed.into());
+            assert_eq!(raw.validate().unwrap().email, kept, "{typed}");
+            assert_eq!(raw.valid_email().as_deref(), Some(kept));
         }
     }
 

@@ -200,7 +200,19 @@ impl GithubClient {
             .send()
             .await;
         let author = match res {
-            Ok(r) if r.status() == StatusCode::FORBIDDEN && !r.headers().contains_key("retry-after") => Author::App,
+            Ok(r) if r.status() == StatusCode::FORBIDDEN => {
+                // A rate limit is a 403 too: wait it out; only a plain refusal means an App's token.
+                let (status, headers) = (r.status(), r.headers().clone());
+                match classify(
+                    status,
+                    &headers,
+                    "reading the token's user",
+                    r.text().await.unwrap_or_default(),
+                ) {
+                    e @ GithubError::RateLimited { .. } => return Err(e),
+                    _ => Author::App,
+                }
+            }
             Ok(r) if r.status().is_success() => {
                 let u: User = r.json().await.map_err(|e| GithubError::Transient {
                     message: format!("reading the token's user: unexpected answer: {e}"),

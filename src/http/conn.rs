@@ -66,6 +66,10 @@ pub struct DeadlineStream<T> {
     deadlines: Deadlines,
     timer: Pin<Box<Sleep>>,
     armed_for: Option<Instant>,
+    /// Since when the client has not taken what the server writes (it does not read).
+    write_stalled_since: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
+    write_armed_for: Option<Instant>,
 }
 
 impl<T> DeadlineStream<T> {
@@ -80,6 +84,9 @@ impl<T> DeadlineStream<T> {
             deadlines,
             timer: Box::pin(tokio::time::sleep_until(now + deadlines.idle_limit)),
             armed_for: None,
+            write_stalled_since: None,
+            write_timer: Box::pin(tokio::time::sleep_until(now + deadlines.limit)),
+            write_armed_for: None,
         }
     }
 
@@ -142,7 +149,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<T> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.io).poll_write(cx, data);
         this.wrote(&res);
-        res
+        this.stall_deadline(cx, res)
     }
 
     fn poll_write_vectored(
@@ -153,7 +160,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<T> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         this.wrote(&res);
-        res
+        this.stall_deadline(cx, res)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -161,7 +168,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_flush(cx);
+        this.stall_deadline(cx, res)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -170,6 +179,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<T> {
 }
 
 impl<T> DeadlineStream<T> {
+    /// A client that takes nothing of what is written (it does not read, so the socket's buffer
+    /// stays full) has `limit` to start taking it again; then the write fails. Without this, a
+    /// client that pipelines requests and never reads their answers would hold the connection
+    /// once actix stops reading from it.
+    fn stall_deadline<R>(&mut self, cx: &mut Context<'_>, res: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if res.is_ready() {
+            self.write_stalled_since = None;
+            return res;
+        }
+        let since = *self.write_stalled_since.get_or_insert_with(Instant::now);
+        let at = since + self.deadlines.limit;
+        if self.write_armed_for != Some(at) {
+            self.write_timer.as_mut().reset(at);
+            self.write_armed_for = Some(at);
+        }
+        match self.write_timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of the answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// An answer written while no handler runs (actix's own error answers, a response after its
     /// handler) ends what the client was sending: what it sends next is timed afresh.
     fn wrote(&self, res: &Poll<io::Result<usize>>) {
@@ -229,6 +262,22 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(outcome.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(took >= D.limit && took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_of_the_answer_is_cut_off() {
+        let (_client, server) = tokio::io::duplex(64);
+        let mut s = DeadlineStream::new(server, D);
+        let started = Instant::now();
+        // The client never reads: past 64 bytes every write waits, until the deadline.
+        let err = loop {
+            if let Err(e) = s.write_all(&[b'x'; 1024]).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         let took = started.elapsed();
         assert!(took >= D.limit && took < Duration::from_secs(2), "{took:?}");
     }

@@ -137,8 +137,8 @@ impl AppState {
     /// elsewhere could otherwise spend a visitor's limits or get their address banned.
     fn refuse_cross_site(&self, req: &HttpRequest) -> Result<(), ()> {
         if self.cross_site(req) {
+            // Counted, not logged: a line per request would be a flood of its own.
             self.refusals.count_only(Refusal::CrossSite);
-            tracing::info!("cross-site submission refused");
             return Err(());
         }
         Ok(())
@@ -252,7 +252,7 @@ async fn live() -> HttpResponse {
 }
 
 /// Unknown paths: problem details under `/api/`, a page elsewhere.
-async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if req.path().starts_with("/api/") {
         actix_web::ResponseError::error_response(&ApiError::NotFound)
     } else {

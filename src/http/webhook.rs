@@ -51,6 +51,8 @@ struct IssuePart {
     number: i64,
     #[serde(default)]
     state_reason: Option<String>,
+    #[serde(default)]
+    closed_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,10 +80,16 @@ pub async fn github(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let client = state.clients.client(&req);
-    // Without a secret there is no webhook endpoint: nothing could be verified.
+    // Without a secret there is no webhook endpoint (nothing could be verified): the answer is
+    // the one any unknown path gets.
     let Some(secret) = state.webhook_secret.as_ref() else {
-        return Err(ApiError::NotFound);
+        return Ok(super::not_found(req, state).await);
     };
+    // GitHub is not a browser: a post from another site's page (a `no-cors` fetch needs no
+    // preflight) is refused before a bad signature could be logged against the visitor.
+    if state.refuse_cross_site(&req).is_err() {
+        return Err(ApiError::CrossSite);
+    }
     let body = read_limited(&req, payload, MAX_WEBHOOK_BODY, state.request_timeout)
         .await
         .map_err(|e| match e {
@@ -120,6 +128,7 @@ pub async fn github(
             number: p.issue.number,
             action,
             state_reason: p.issue.state_reason,
+            closed_at: p.issue.closed_at.filter(|c| c.len() <= 64),
         })
     } else {
         None

@@ -42,13 +42,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database answered and refused what was written (a constraint, a value it cannot hold,
-    /// such as a NUL in PostgreSQL text), as opposed to being unreachable or timing out.
+    /// The database refused what was written (a constraint, a trigger, a value it cannot hold, such
+    /// as a NUL in PostgreSQL text), as opposed to being busy, unreachable, full or timing out,
+    /// which no ticket of a batch is to blame for.
     pub fn is_refused_content(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(sqlx::Error::Database(_) | sqlx::Error::Encode(_)) | StoreError::Conflict(_)
-        )
+        match self {
+            StoreError::Database(sqlx::Error::Encode(_)) | StoreError::Conflict(_) => true,
+            StoreError::Database(sqlx::Error::Database(d)) => {
+                let code = d.code().unwrap_or_default();
+                if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite's primary codes: TOOBIG, CONSTRAINT (a trigger's RAISE too), MISMATCH.
+                    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20))
+                } else {
+                    // PostgreSQL: data exceptions (22…, a NUL among them), integrity constraints
+                    // (23…), and an exception raised by a trigger (P0001).
+                    code.starts_with("22") || code.starts_with("23") || code == "P0001"
+                }
+            }
+            _ => false,
+        }
     }
 
     /// A unique constraint refused the write.
@@ -292,6 +304,8 @@ pub struct IssueEvent {
     pub action: IssueAction,
     /// `completed`, `not_planned`, `duplicate`, … for a close.
     pub state_reason: Option<String>,
+    /// The issue's `closed_at` as GitHub sent it: the same close replayed carries the same one.
+    pub closed_at: Option<String>,
 }
 
 /// What recording a webhook delivery did.

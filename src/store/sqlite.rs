@@ -537,16 +537,31 @@ impl Store for SqliteStore {
                 .bind(ticket_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let already_closed = last.as_deref() == Some(IssueAction::Closed.id());
+        // The same close replayed (a reopen replayed before it, too) carries its `closed_at`.
+        let replayed: bool = match (&issue.closed_at, issue.action) {
+            (Some(closed_at), IssueAction::Closed) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM ticket_events WHERE ticket_id = ? AND kind = 'issue_closed' \
+                 AND closed_at = ?)",
+                )
+                .bind(ticket_id)
+                .bind(closed_at)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            _ => false,
+        };
+        let already_closed = last.as_deref() == Some(IssueAction::Closed.id()) || replayed;
         let event_id: i64 = sqlx::query_scalar(
-            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id) VALUES (?, ?, ?, ?, ?) \
-             RETURNING id",
+            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id, closed_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(ticket_id)
         .bind(ms(now))
         .bind(issue.action.id())
         .bind(&issue.state_reason)
         .bind(delivery_id)
+        .bind(&issue.closed_at)
         .fetch_one(&mut *tx)
         .await?;
         let followup_queued = issue.action == IssueAction::Closed && !already_closed;

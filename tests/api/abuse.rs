@@ -528,3 +528,22 @@ async fn addresses_the_mailer_cannot_send_to_are_refused_on_the_field() {
     }
     assert_eq!(app.ticket_count().await, 0);
 }
+
+#[tokio::test]
+async fn a_client_that_pipelines_requests_and_never_reads_the_answers_is_cut_off() {
+    let app = slow_app().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(host(&app).parse().unwrap()).await.unwrap();
+    // Four thousand requests for the form page (~6 KB each, far more than socket buffers hold),
+    // sent at once; nothing read.
+    let one = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host(&app));
+    conn.write_all(one.repeat(4000).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The server gave up on the connection: what it had sent drains, then the end comes at once
+    // (without the write deadline it would go on answering, then wait out its keep-alive).
+    let mut out = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut out)).await;
+    assert!(ended.is_ok(), "the connection is still open after {} bytes", out.len());
+    assert!(out.len() < 4000 * 6_000, "{} bytes: not every answer", out.len());
+}

@@ -192,7 +192,12 @@ async fn one_bad_ticket_does_not_fail_the_others_in_its_batch(backend: Backend) 
     } else {
         vec![7, 31]
     };
-    assert_eq!(failed, expected, "only the bad tickets get the error");
+    assert_eq!(
+        failed,
+        expected,
+        "only the bad tickets get the error: {:?}",
+        answers.iter().find(|a| a.is_err())
+    );
     assert_eq!(store.count_tickets().await.unwrap(), 40 - expected.len() as i64);
     // Every ticket stored has its jobs: nothing half-stored.
     assert_eq!(

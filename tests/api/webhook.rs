@@ -31,6 +31,10 @@ fn adapted(name: &str, repo: &str, number: i64, state_reason: Option<&str>) -> V
     if let Some(r) = state_reason {
         v["issue"]["state_reason"] = json!(r);
     }
+    // Each close GitHub sends is a close of its own, at its own time.
+    if v["action"] == "closed" {
+        v["issue"]["closed_at"] = json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
     serde_json::to_vec(&v).unwrap()
 }
 
@@ -227,10 +231,30 @@ async fn a_replayed_close_under_new_delivery_ids_sends_no_second_follow_up(backe
         7,
         "every close is recorded"
     );
-    // A reopen and a new close follow up again.
+    // A real reopen and a new close follow up again.
     let reopened = adapted("issues-reopened.json", REPO, number, None);
-    assert_eq!(signed(&l.app, "issues", &uuid_like(), reopened).await.status(), 200);
-    assert_eq!(signed(&l.app, "issues", &uuid_like(), body).await.status(), 200);
+    assert_eq!(
+        signed(&l.app, "issues", &uuid_like(), reopened.clone()).await.status(),
+        200
+    );
+    let closed_again = adapted("issues-closed.json", REPO, number, None);
+    assert_eq!(
+        signed(&l.app, "issues", &uuid_like(), closed_again.clone())
+            .await
+            .status(),
+        200
+    );
+    l.app.deliverer.run_once().await.unwrap();
+    assert_eq!(l.smtp.received().len(), 3);
+    // Replaying the captured reopen and close, in turn, sends nothing more: each close is known
+    // by its `closed_at`.
+    for close in [body, closed_again] {
+        assert_eq!(
+            signed(&l.app, "issues", &uuid_like(), reopened.clone()).await.status(),
+            200
+        );
+        assert_eq!(signed(&l.app, "issues", &uuid_like(), close).await.status(), 200);
+    }
     l.app.deliverer.run_once().await.unwrap();
     assert_eq!(l.smtp.received().len(), 3);
 }
