@@ -57,6 +57,45 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Categorisation: how a message is decided, and why; evaluation and training of the model.
+    Classify(ClassifyArgs),
+}
+
+/// `intake classify --subject S --message M [--type T]`, or a JSON object
+/// `{"subject", "message", "type"}` on standard input; or one of the subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ClassifyArgs {
+    #[command(subcommand)]
+    action: Option<ClassifyAction>,
+    /// The message's subject.
+    #[arg(long)]
+    subject: Option<String>,
+    /// The message.
+    #[arg(long)]
+    message: Option<String>,
+    /// The type the customer picked.
+    #[arg(long = "type", default_value = "product")]
+    picked: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClassifyAction {
+    /// Scores a labelled file: per-class precision and recall, the confusion table and the gate
+    /// figures; exits 1 below a gate.
+    Eval {
+        /// A labelled TOML file, e.g. tests/classify/corpus/test.toml.
+        file: PathBuf,
+    },
+    /// Trains the model on the training split and writes it (the same corpus gives the same bytes).
+    Train {
+        /// Labelled files to learn from.
+        #[arg(long = "corpus", default_value = "tests/classify/corpus/train.toml")]
+        corpus: Vec<PathBuf>,
+        /// Where to write the model.
+        #[arg(long, default_value = "rules/model.bin")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +136,157 @@ pub async fn run(cli: Cli, settings: Settings, source: Source) -> ExitCode {
         Command::Tickets(command) => cli_ops::tickets_cmd(cli.json, &settings, command).await,
         Command::Deliveries(command) => cli_ops::deliveries_cmd(cli.json, &settings, command).await,
         Command::Audit { limit } => cli_ops::audit(cli.json, &settings, limit).await,
+        Command::Classify(args) => classify_cmd(cli.json, &settings, args),
     }
+}
+
+fn classifier(settings: &Settings) -> Result<Classifier, String> {
+    Classifier::load(
+        settings.classify.rules_file.as_deref(),
+        settings.classify.model_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn read_corpus(path: &std::path::Path) -> Result<Vec<crate::classify::corpus::Case>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::classify::corpus::load(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn classify_cmd(json: bool, settings: &Settings, args: ClassifyArgs) -> ExitCode {
+    let outcome = match args.action {
+        Some(ClassifyAction::Eval { file }) => classify_eval(json, settings, &file),
+        Some(ClassifyAction::Train { corpus, out }) => classify_train(json, settings, &corpus, &out),
+        None => classify_one(json, settings, args.subject, args.message, args.picked),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("intake classify: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn classify_eval(json: bool, settings: &Settings, file: &std::path::Path) -> Result<ExitCode, String> {
+    let cases = read_corpus(file)?;
+    let evaluation = crate::classify::corpus::evaluate(&classifier(settings)?, &cases);
+    if json {
+        println!("{}", serde_json::to_string(&evaluation).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", evaluation.report());
+    }
+    Ok(if evaluation.passes_gates() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn classify_train(
+    json: bool,
+    settings: &Settings,
+    corpus: &[PathBuf],
+    out: &std::path::Path,
+) -> Result<ExitCode, String> {
+    let mut cases = Vec::new();
+    for file in corpus {
+        cases.extend(read_corpus(file)?);
+    }
+    let trained = crate::classify::train::train(&classifier(settings)?, &cases)?;
+    let bytes = trained.model.to_bytes();
+    std::fs::write(out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "out": out.display().to_string(),
+                "bytes": bytes.len(),
+                "thresholds": trained.model.thresholds,
+                "out_of_fold": trained.out_of_fold,
+            })
+        );
+    } else {
+        print!("{}", trained.report);
+        println!(
+            "
+wrote {} ({} bytes)",
+            out.display(),
+            bytes.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageIn {
+    subject: String,
+    message: String,
+    #[serde(rename = "type", default)]
+    picked: Option<String>,
+}
+
+fn classify_one(
+    json: bool,
+    settings: &Settings,
+    subject: Option<String>,
+    message: Option<String>,
+    picked: String,
+) -> Result<ExitCode, String> {
+    let input = match (subject, message) {
+        (Some(subject), Some(message)) => MessageIn {
+            subject,
+            message,
+            picked: Some(picked),
+        },
+        (None, None) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("standard input is not a JSON object with subject and message: {e}"))?
+        }
+        _ => return Err("give both --subject and --message, or a JSON object on standard input".to_owned()),
+    };
+    let picked_id = input.picked.unwrap_or_else(|| "product".to_owned());
+    let picked = crate::domain::RequestType::from_id(&picked_id)
+        .ok_or_else(|| format!("--type: `{picked_id}` is not a request type"))?;
+    let c = classifier(settings)?.classify(picked, &input.subject, &input.message);
+    let band = crate::classify::band_of(&c.signals).unwrap_or(crate::classify::Band::Pick);
+    if json {
+        let mut v = serde_json::to_value(&c).map_err(|e| e.to_string())?;
+        v["band"] = serde_json::json!(band.id());
+        v["why"] = serde_json::json!(band.explanation());
+        println!("{v}");
+    } else {
+        println!("picked:       {}", c.picked.id());
+        println!("filed as:     {}", c.filed_as.id());
+        println!("unsupported:  {}", c.unsupported.map_or("no", |u| u.id()));
+        println!("needs triage: {}", if c.needs_triage { "yes" } else { "no" });
+        println!("band:         {} ({})", band.id(), band.explanation());
+        let rules: Vec<String> = c
+            .signals
+            .iter()
+            .filter(|s| s.is_rule())
+            .map(|s| format!("{} -> {}", s.rule, s.points_to))
+            .collect();
+        println!(
+            "rules:        {}",
+            if rules.is_empty() {
+                "none".to_owned()
+            } else {
+                rules.join(", ")
+            }
+        );
+        let scores: Vec<String> = c
+            .signals
+            .iter()
+            .filter(|s| s.rule == crate::classify::MODEL)
+            .map(|s| format!("{} {:.3}", s.points_to, s.score.unwrap_or(0.0)))
+            .collect();
+        println!("model:        {}", scores.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_result(json: bool, name: &str, ok: bool, detail: &str) {
@@ -120,26 +309,38 @@ async fn check(json: bool, settings: &Settings, source: &Source) -> ExitCode {
             Source::Defaults => "embedded defaults (no file)".to_owned(),
         },
     });
-    lines.push(match Classifier::load(settings.classify.rules_file.as_deref()) {
-        Ok(c) => CheckLine {
-            name: "rules",
-            ok: true,
-            detail: format!(
-                "{} categorisation rules from {}",
-                c.rule_count(),
-                settings
-                    .classify
-                    .rules_file
-                    .as_ref()
-                    .map_or("the shipped file".to_owned(), |p| p.display().to_string())
-            ),
+    lines.push(
+        match Classifier::load(
+            settings.classify.rules_file.as_deref(),
+            settings.classify.model_file.as_deref(),
+        ) {
+            Ok(c) => CheckLine {
+                name: "rules",
+                ok: true,
+                detail: format!(
+                    "{} categorisation rules from {}; the model from {} (security from {:.2}, suspect from {:.2})",
+                    c.rule_count(),
+                    settings
+                        .classify
+                        .rules_file
+                        .as_ref()
+                        .map_or("the shipped file".to_owned(), |p| p.display().to_string()),
+                    settings
+                        .classify
+                        .model_file
+                        .as_ref()
+                        .map_or("the shipped file".to_owned(), |p| p.display().to_string()),
+                    c.model().thresholds.security,
+                    c.model().thresholds.security_suspect,
+                ),
+            },
+            Err(e) => CheckLine {
+                name: "rules",
+                ok: false,
+                detail: e.to_string(),
+            },
         },
-        Err(e) => CheckLine {
-            name: "rules",
-            ok: false,
-            detail: e.to_string(),
-        },
-    });
+    );
     lines.push(match startup::open_store(settings).await {
         Ok(store) => match store.ping().await {
             Ok(()) => CheckLine {

@@ -195,6 +195,31 @@ pub struct GithubSettings {
     pub per_hour: u32,
     /// A request without an answer after this long is given up (and treated as ambiguous).
     pub timeout_seconds: u64,
+    /// The labels that say what the categorisation decided, added to the route's.
+    pub decision_labels: DecisionLabels,
+}
+
+/// Labels for what a decision means, so the team sees it in the issue list.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLabels {
+    /// The ticket needs a person to look at its type (a suspected report, an unconfirmed
+    /// unsupported request, a pick the text disagrees with).
+    pub needs_triage: String,
+    /// An unsupported request (filed only with `github.file_unsupported`).
+    pub unsupported: String,
+    /// The middle band: possibly a vulnerability report.
+    pub security_suspect: String,
+}
+
+impl Default for DecisionLabels {
+    fn default() -> Self {
+        DecisionLabels {
+            needs_triage: "needs-triage".to_owned(),
+            unsupported: "unsupported".to_owned(),
+            security_suspect: "security-suspect".to_owned(),
+        }
+    }
 }
 
 impl Default for GithubSettings {
@@ -209,6 +234,7 @@ impl Default for GithubSettings {
             per_minute: 80,
             per_hour: 500,
             timeout_seconds: 10,
+            decision_labels: DecisionLabels::default(),
         }
     }
 }
@@ -353,6 +379,8 @@ impl Default for LogSettings {
 pub struct ClassifySettings {
     /// A rules file replacing the one shipped with the binary.
     pub rules_file: Option<PathBuf>,
+    /// A model file (`intake classify train`) replacing the one shipped with the binary.
+    pub model_file: Option<PathBuf>,
 }
 
 /// Where the settings came from, for `intake check`.
@@ -523,12 +551,17 @@ impl Settings {
                 ));
             }
         }
-        if let Some(p) = &self.classify.rules_file {
-            if !p.is_file() {
-                return Err(ConfigError::key(
-                    "classify.rules_file",
-                    format!("`{}` does not exist or is not a file", p.display()),
-                ));
+        for (key, file) in [
+            ("classify.rules_file", &self.classify.rules_file),
+            ("classify.model_file", &self.classify.model_file),
+        ] {
+            if let Some(p) = file {
+                if !p.is_file() {
+                    return Err(ConfigError::key(
+                        key,
+                        format!("`{}` does not exist or is not a file", p.display()),
+                    ));
+                }
             }
         }
         Ok(())

@@ -113,6 +113,7 @@ fn github_filing(settings: &Settings) -> anyhow::Result<Option<GithubFiling>> {
     Ok(Some(GithubFiling {
         client: GithubClient::new(gh.api_url.as_str(), token, Duration::from_secs(gh.timeout_seconds))?,
         routes: gh.routes.clone(),
+        decision_labels: gh.decision_labels.clone(),
         pacer: gh.pacing.then(|| Pacer::new(gh.per_minute, gh.per_hour)),
     }))
 }
@@ -153,8 +154,13 @@ pub fn delivery_config(settings: &Settings) -> DeliveryConfig {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = open_store(&settings).await?;
-        let classifier =
-            Arc::new(Classifier::load(settings.classify.rules_file.as_deref()).context("loading classify.rules_file")?);
+        let classifier = Arc::new(
+            Classifier::load(
+                settings.classify.rules_file.as_deref(),
+                settings.classify.model_file.as_deref(),
+            )
+            .context("loading classify.rules_file and classify.model_file")?,
+        );
         // SQLite admits one writer at a time; PostgreSQL gains from a second building the next batch.
         let writer_count = if store.backend() == "sqlite" { 1 } else { 2 };
         let wake = Arc::new(Notify::new());

@@ -101,15 +101,28 @@ pub fn issue_body(ticket: &Ticket, private: bool) -> String {
     if ticket.needs_triage {
         b.push_str("**Needs triage:** the text points at another type than the one picked.\n\n");
     }
-    if ticket.signals.is_empty() {
-        b.push_str("Signals: none (the customer's pick stands).\n\n");
+    if let Some(band) = crate::classify::band_of(&ticket.signals) {
+        b.push_str(&format!("**Why here:** {}\n\n", band.explanation()));
+    }
+    let rules: Vec<String> = ticket
+        .signals
+        .iter()
+        .filter(|s| s.is_rule())
+        .map(|s| format!("`{}` → {}", s.rule, s.points_to))
+        .collect();
+    if rules.is_empty() {
+        b.push_str("Rules: none fired.\n\n");
     } else {
-        let list: Vec<String> = ticket
-            .signals
-            .iter()
-            .map(|s| format!("`{}` → {}", s.rule, s.points_to))
-            .collect();
-        b.push_str(&format!("Signals: {}\n\n", list.join(", ")));
+        b.push_str(&format!("Rules: {}\n\n", rules.join(", ")));
+    }
+    let scores: Vec<String> = ticket
+        .signals
+        .iter()
+        .filter(|s| s.rule == crate::classify::MODEL)
+        .map(|s| format!("{} {:.2}", s.points_to, s.score.unwrap_or(0.0)))
+        .collect();
+    if !scores.is_empty() {
+        b.push_str(&format!("Model: {}\n\n", scores.join(", ")));
     }
 
     if private {

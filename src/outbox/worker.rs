@@ -48,6 +48,7 @@ pub struct DeliveryContext {
 pub struct GithubFiling {
     pub client: GithubClient,
     pub routes: BTreeMap<String, GithubRoute>,
+    pub decision_labels: crate::config::DecisionLabels,
     /// Creates are paced under GitHub's content limits; `None` turns pacing off (tests, benchmarks).
     pub pacer: Option<Pacer>,
 }
@@ -463,10 +464,11 @@ impl Deliverer {
         if let Some(pacer) = &gh.pacer {
             pacer.ready().await;
         }
-        let labels = route
+        let mut labels = route
             .labels
             .clone()
             .unwrap_or_else(|| vec!["support".to_owned(), type_id.to_owned()]);
+        labels.extend(decision_labels(&ticket, &gh.decision_labels));
         let title = issue_title(&ticket);
         let body = issue_body(&ticket, private);
         Ok(
@@ -499,6 +501,22 @@ impl Deliverer {
             GithubError::Permanent { message } => JobOutcome::Dead { error: message },
         }
     }
+}
+
+/// The labels that say what the categorisation decided.
+fn decision_labels(ticket: &Ticket, names: &crate::config::DecisionLabels) -> Vec<String> {
+    let mut labels = Vec::new();
+    if ticket.needs_triage {
+        labels.push(names.needs_triage.clone());
+    }
+    if ticket.unsupported.is_some() {
+        labels.push(names.unsupported.clone());
+    }
+    if crate::classify::band_of(&ticket.signals) == Some(crate::classify::Band::SecuritySuspect) {
+        labels.push(names.security_suspect.clone());
+    }
+    labels.retain(|l| !l.is_empty());
+    labels
 }
 
 fn filed(repo: &str, issue: Issue) -> JobOutcome {

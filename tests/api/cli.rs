@@ -277,3 +277,82 @@ fn an_empty_list_says_so_on_stderr_and_keeps_stdout_empty() {
         assert_eq!(stderr(&out).trim(), said, "{args:?}");
     }
 }
+
+#[test]
+fn classify_explains_a_decision_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "classify",
+        "--type",
+        "product",
+        "--subject",
+        "Other companies' videos",
+        "--message",
+        "If I change the number at the end of the address I can watch another company's project and download it.",
+    ];
+    let out = intake(dir.path(), &args, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in ["picked:       product", "band:", "model:        ok "] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let out = intake(dir.path(), &json_args, &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["band"].is_string() && v["why"].is_string(), "{v}");
+    let scores: Vec<&serde_json::Value> = v["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["rule"] == "model")
+        .collect();
+    assert_eq!(scores.len(), 5, "a score per class: {v}");
+    let sum: f64 = scores.iter().map(|s| s["score"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 0.01, "{sum}");
+    // A picked type that is not one is refused.
+    let out = intake(
+        dir.path(),
+        &["classify", "--type", "nope", "--subject", "s", "--message", "m"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn classify_eval_scores_a_labelled_file_and_fails_below_the_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.toml");
+    std::fs::write(
+        &file,
+        "[[case]]\npicked = \"billing\"\nsubject = \"Invoice for March\"\nmessage = \"Could you send the March invoice again, with our VAT number on it?\"\nexpect = \"ok\"\n\n\
+         [[case]]\npicked = \"product\"\nsubject = \"Export\"\nmessage = \"Please export all our projects as SRT files for us every Monday.\"\nexpect = \"security\"\n",
+    )
+    .unwrap();
+    let out = intake(dir.path(), &["classify", "eval", file.to_str().unwrap(), "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(v["cases"], 2);
+    assert_eq!(v["security_recall"], 0.0, "a mislabelled case is a miss: {v}");
+    assert_eq!(out.status.code(), Some(1), "below a gate");
+    let out = intake(dir.path(), &["classify", "eval", file.to_str().unwrap()], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("security recall     0.000 (gate 0.95: BELOW)"));
+    // A broken file is a clear error.
+    std::fs::write(&file, "[[case]]\npicked = \"nonsense\"\n").unwrap();
+    let out = intake(dir.path(), &["classify", "eval", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_model_file_that_is_not_one_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("model.bin");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let out = intake(
+        dir.path(),
+        &["check"],
+        &[("INTAKE_CLASSIFY__MODEL_FILE", bad.to_str().unwrap())],
+    );
+    assert!(!out.status.success());
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(all.contains("model file"), "{all}");
+}
