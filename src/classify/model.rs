@@ -92,13 +92,55 @@ pub fn features(subject: &str, message: &str) -> Features {
         .filter(|t| !t.is_empty())
         .take(MAX_TOKENS)
         .collect();
-    // Every hashed n-gram with its sign; sorting and merging them beats a hash map here.
-    let mut hits: Vec<(u32, f32)> = Vec::with_capacity(tokens.len() * 14);
-    let mut add = |h: u64| {
-        let bucket = (h & (DIM as u64 - 1)) as u32;
-        let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
-        hits.push((bucket, sign));
-    };
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let Scratch { sums, touched } = &mut *scratch;
+        if sums.len() != DIM {
+            *sums = vec![0.0; DIM];
+        }
+        touched.clear();
+        n_grams(&tokens, &mut |h: u64| {
+            let bucket = (h & (DIM as u64 - 1)) as usize;
+            let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
+            if sums[bucket] == 0.0 {
+                touched.push(bucket as u32);
+            }
+            sums[bucket] += sign;
+        });
+        // A bucket whose sum came back to zero and was touched again is listed twice.
+        touched.sort_unstable();
+        touched.dedup();
+        let mut out: Features = Vec::with_capacity(touched.len());
+        for &b in touched.iter() {
+            let v = std::mem::take(&mut sums[b as usize]);
+            if v != 0.0 {
+                out.push((b, v));
+            }
+        }
+        let norm = out.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            for (_, v) in &mut out {
+                *v /= norm;
+            }
+        }
+        out
+    })
+}
+
+/// A per-thread dense accumulator, so that summing a message's n-grams needs neither a hash map
+/// nor a sort of every hit (this runs for every submission).
+#[derive(Default)]
+struct Scratch {
+    sums: Vec<f32>,
+    touched: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Calls `add` with the hash of every word, word bigram and character 3–5-gram of `tokens`.
+fn n_grams(tokens: &[&str], add: &mut dyn FnMut(u64)) {
     let mut padded = String::with_capacity(MAX_WORD_CHARS * 4 + 2);
     for (i, w) in tokens.iter().enumerate() {
         add(fnv1a(1, &[w]));
@@ -123,22 +165,6 @@ pub fn features(subject: &str, message: &str) -> Features {
             }
         }
     }
-    hits.sort_unstable_by_key(|(b, _)| *b);
-    let mut out: Features = Vec::with_capacity(hits.len());
-    for (bucket, sign) in hits {
-        match out.last_mut() {
-            Some((b, v)) if *b == bucket => *v += sign,
-            _ => out.push((bucket, sign)),
-        }
-    }
-    out.retain(|(_, v)| *v != 0.0);
-    let norm = out.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        for (_, v) in &mut out {
-            *v /= norm;
-        }
-    }
-    out
 }
 
 /// A trained model.
