@@ -264,10 +264,7 @@ fn classify_one(
         println!("unsupported:  {}", c.unsupported.map_or("no", |u| u.id()));
         println!("needs triage: {}", if c.needs_triage { "yes" } else { "no" });
         println!("band:         {} ({})", band.id(), band.explanation());
-        let rules: Vec<String> = c
-            .signals
-            .iter()
-            .filter(|s| s.is_rule())
+        let rules: Vec<String> = crate::classify::fired_rules(&c.signals)
             .map(|s| format!("{} -> {}", s.rule, s.points_to))
             .collect();
         println!(
@@ -278,13 +275,10 @@ fn classify_one(
                 rules.join(", ")
             }
         );
-        let scores: Vec<String> = c
-            .signals
-            .iter()
-            .filter(|s| s.rule == crate::classify::MODEL)
-            .map(|s| format!("{} {:.3}", s.points_to, s.score.unwrap_or(0.0)))
-            .collect();
-        println!("model:        {}", scores.join(", "));
+        println!(
+            "model:        {}",
+            crate::classify::model_scores(&c.signals, 3).join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -342,21 +342,13 @@ pub fn timeline(
             if let Some(band) = crate::classify::band_of(&ticket.signals) {
                 d.push_str(&format!("; band {}", band.id()));
             }
-            let rules: Vec<&str> = ticket
-                .signals
-                .iter()
-                .filter(|s| s.is_rule())
+            let rules: Vec<&str> = crate::classify::fired_rules(&ticket.signals)
                 .map(|s| s.rule.as_str())
                 .collect();
             if !rules.is_empty() {
                 d.push_str(&format!("; rules {}", rules.join(", ")));
             }
-            let scores: Vec<String> = ticket
-                .signals
-                .iter()
-                .filter(|s| s.rule == crate::classify::MODEL)
-                .map(|s| format!("{} {:.2}", s.points_to, s.score.unwrap_or(0.0)))
-                .collect();
+            let scores = crate::classify::model_scores(&ticket.signals, 2);
             if !scores.is_empty() {
                 d.push_str(&format!("; model {}", scores.join(" ")));
             }

@@ -70,7 +70,12 @@ pub fn load(text: &str) -> Result<Vec<Case>, String> {
 /// report the customer filed as security), else `ok` (the pick stands).
 pub fn outcome(classifier: &Classifier, case: &Case) -> &'static str {
     let picked = case.picked_type().unwrap_or(RequestType::Product);
-    let c = classifier.classify(picked, &case.subject, &case.message);
+    outcome_of(case, &classifier.classify(picked, &case.subject, &case.message))
+}
+
+/// [`outcome`] of a decision already made.
+pub fn outcome_of(case: &Case, c: &super::Classification) -> &'static str {
+    let picked = case.picked_type().unwrap_or(RequestType::Product);
     if let Some(u) = c.unsupported {
         return u.id();
     }
@@ -154,9 +159,13 @@ impl Evaluation {
 
 /// Runs the classifier over `cases`.
 pub fn evaluate(classifier: &Classifier, cases: &[Case]) -> Evaluation {
+    tally(cases, cases.iter().map(|case| outcome(classifier, case)))
+}
+
+/// The figures of `cases` given the outcome of each, in order.
+pub fn tally<'a>(cases: &[Case], outcomes: impl Iterator<Item = &'a str>) -> Evaluation {
     let mut confusion: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
-    for case in cases {
-        let got = outcome(classifier, case);
+    for (case, got) in cases.iter().zip(outcomes) {
         *confusion
             .entry(case.expect.clone())
             .or_default()
@@ -167,7 +176,7 @@ pub fn evaluate(classifier: &Classifier, cases: &[Case]) -> Evaluation {
 }
 
 /// The figures of a confusion table (expected → outcome → count).
-pub fn from_confusion(cases: usize, confusion: BTreeMap<String, BTreeMap<String, u32>>) -> Evaluation {
+fn from_confusion(cases: usize, confusion: BTreeMap<String, BTreeMap<String, u32>>) -> Evaluation {
     let count =
         |expected: &str, got: &str| -> u32 { confusion.get(expected).and_then(|r| r.get(got)).copied().unwrap_or(0) };
     let total = |expected: &str| -> u32 { confusion.get(expected).map_or(0, |r| r.values().sum()) };

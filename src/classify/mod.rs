@@ -135,6 +135,20 @@ impl Band {
     }
 }
 
+/// The ids of the rules that fired, among a ticket's signals.
+pub fn fired_rules(signals: &[Signal]) -> impl Iterator<Item = &Signal> {
+    signals.iter().filter(|s| s.is_rule())
+}
+
+/// The model's score per class among a ticket's signals, as `security 0.87` (`decimals` places).
+pub fn model_scores(signals: &[Signal], decimals: usize) -> Vec<String> {
+    signals
+        .iter()
+        .filter(|s| s.rule == MODEL)
+        .map(|s| format!("{} {:.*}", s.points_to, decimals, s.score.unwrap_or(0.0)))
+        .collect()
+}
+
 /// The band a stored ticket's signals name, if any (tickets from before the model have none).
 pub fn band_of(signals: &[Signal]) -> Option<Band> {
     signals

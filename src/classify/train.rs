@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::corpus::{Case, Evaluation, OUTCOMES};
 use super::model::{self, Example, Model, Thresholds};
-use super::{Classification, Classifier, RuleScores};
+use super::{Classifier, RuleScores};
 use crate::domain::RequestType;
 
 /// The seed of every random choice in training.
@@ -28,17 +28,6 @@ pub struct Trained {
     pub report: String,
 }
 
-fn outcome(case: &Case, c: &Classification) -> &'static str {
-    let picked = case.picked_type().unwrap_or(RequestType::Product);
-    if let Some(u) = c.unsupported {
-        return u.id();
-    }
-    if c.filed_as != picked || (picked == RequestType::Security && case.expect == "security") {
-        return "security";
-    }
-    "ok"
-}
-
 /// The evaluation of the policy with `thresholds` over precomputed rule verdicts and probabilities.
 fn evaluate_with(
     rules: &Classifier,
@@ -47,17 +36,15 @@ fn evaluate_with(
     verdicts: &[RuleScores],
     probabilities: &[[f32; 5]],
 ) -> Evaluation {
-    let mut confusion = std::collections::BTreeMap::<String, std::collections::BTreeMap<String, u32>>::new();
-    for ((case, verdict), p) in cases.iter().zip(verdicts).zip(probabilities) {
-        let picked = case.picked_type().unwrap_or(RequestType::Product);
-        let c = rules.decide_with(thresholds, picked, verdict.clone(), p);
-        *confusion
-            .entry(case.expect.clone())
-            .or_default()
-            .entry(outcome(case, &c).to_owned())
-            .or_insert(0) += 1;
-    }
-    super::corpus::from_confusion(cases.len(), confusion)
+    let outcomes = cases
+        .iter()
+        .zip(verdicts)
+        .zip(probabilities)
+        .map(|((case, verdict), p)| {
+            let picked = case.picked_type().unwrap_or(RequestType::Product);
+            super::corpus::outcome_of(case, &rules.decide_with(thresholds, picked, verdict.clone(), p))
+        });
+    super::corpus::tally(cases, outcomes)
 }
 
 /// Trains on `cases` with the rules of `rules`.

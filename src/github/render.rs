@@ -104,10 +104,7 @@ pub fn issue_body(ticket: &Ticket, private: bool) -> String {
     if let Some(band) = crate::classify::band_of(&ticket.signals) {
         b.push_str(&format!("**Why here:** {}\n\n", band.explanation()));
     }
-    let rules: Vec<String> = ticket
-        .signals
-        .iter()
-        .filter(|s| s.is_rule())
+    let rules: Vec<String> = crate::classify::fired_rules(&ticket.signals)
         .map(|s| format!("`{}` → {}", s.rule, s.points_to))
         .collect();
     if rules.is_empty() {
@@ -115,12 +112,7 @@ pub fn issue_body(ticket: &Ticket, private: bool) -> String {
     } else {
         b.push_str(&format!("Rules: {}\n\n", rules.join(", ")));
     }
-    let scores: Vec<String> = ticket
-        .signals
-        .iter()
-        .filter(|s| s.rule == crate::classify::MODEL)
-        .map(|s| format!("{} {:.2}", s.points_to, s.score.unwrap_or(0.0)))
-        .collect();
+    let scores = crate::classify::model_scores(&ticket.signals, 2);
     if !scores.is_empty() {
         b.push_str(&format!("Model: {}\n\n", scores.join(", ")));
     }
