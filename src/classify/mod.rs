@@ -194,6 +194,10 @@ struct RuleFile {
     and: Vec<String>,
     #[serde(default)]
     unless: Vec<String>,
+    /// A security rule that counts only when the model agrees a little (see
+    /// [`model::Thresholds::security_rule_confirm`]): words that also turn up in ordinary requests.
+    #[serde(default)]
+    needs_model: bool,
 }
 
 fn one() -> u32 {
@@ -207,6 +211,7 @@ struct Rule {
     any: Regex,
     and: Option<Regex>,
     unless: Option<Regex>,
+    needs_model: bool,
 }
 
 /// Compiled rules and the model, shared by every request.
@@ -294,6 +299,12 @@ impl Classifier {
                         r.points_to
                     ),
                 })?;
+            if r.needs_model && target != Target::Type(RequestType::Security) {
+                return Err(RulesError::Rule {
+                    rule: r.id,
+                    message: "needs_model is for rules pointing to security".to_owned(),
+                });
+            }
             let any = alternation(&r.id, &r.patterns)?.ok_or_else(|| RulesError::Rule {
                 rule: r.id.clone(),
                 message: "needs at least one pattern".to_owned(),
@@ -304,6 +315,7 @@ impl Classifier {
                 id: r.id,
                 target,
                 weight: r.weight,
+                needs_model: r.needs_model,
                 any,
             });
         }
@@ -335,6 +347,9 @@ impl Classifier {
                 continue;
             }
             match rule.target {
+                Target::Type(RequestType::Security) if rule.needs_model => {
+                    scores.security_needs_model = true;
+                }
                 Target::Type(t) => scores.types[t as usize] += rule.weight,
                 Target::Unsupported(u) => scores.unsupported[u as usize] += rule.weight,
             }
@@ -365,10 +380,12 @@ impl Classifier {
     ) -> Classification {
         let RuleScores {
             types,
+            security_needs_model,
             unsupported: unsupported_scores,
             mut signals,
         } = rules;
-        let rule_security = types[RequestType::Security as usize] > 0;
+        let rule_security = types[RequestType::Security as usize] > 0
+            || (security_needs_model && p[model::SECURITY] >= t.security_rule_confirm);
         let security_band = if rule_security || p[model::SECURITY] >= t.security {
             Some(Band::Security)
         } else if p[model::SECURITY] >= t.security_suspect {
@@ -442,7 +459,10 @@ impl Classifier {
 /// What the rules made of a text.
 #[derive(Debug, Clone, Default)]
 pub struct RuleScores {
+    /// Scores of the rules that count by themselves.
     pub types: [u32; RequestType::ALL.len()],
+    /// A security rule that needs the model's agreement fired.
+    pub security_needs_model: bool,
     pub unsupported: [u32; UnsupportedReason::ALL.len()],
     pub signals: Vec<Signal>,
 }
@@ -489,6 +509,69 @@ mod tests {
         );
         assert_eq!(c.filed_as, RequestType::Product);
         assert!(c.needs_triage);
+    }
+
+    fn thresholds() -> model::Thresholds {
+        model::Thresholds {
+            security_suspect: 0.4,
+            security: 0.6,
+            security_rule_confirm: 0.05,
+            unsupported_agree: 0.1,
+            unsupported_alone: 0.9,
+        }
+    }
+
+    /// Probabilities with `security` at `p` and the rest on `ok`.
+    fn security_at(p: f32) -> [f32; 5] {
+        [1.0 - p, p, 0.0, 0.0, 0.0]
+    }
+
+    const RULES: &str = "[decision]\ntriage_min_score = 2\n\
+        [[rule]]\nid = \"strong\"\npoints_to = \"security\"\npatterns = [\"vulnerability\"]\n\
+        [[rule]]\nid = \"weak\"\npoints_to = \"security\"\nneeds_model = true\npatterns = [\"csrf\"]\n";
+
+    fn band_of_decision(c: &Classification) -> &str {
+        c.signals
+            .iter()
+            .rev()
+            .find(|s| s.rule == DECISION)
+            .map(|s| s.points_to.as_str())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_rule_that_needs_the_model_files_a_report_only_when_the_model_agrees_a_little() {
+        let rules = Classifier::from_toml(RULES).unwrap();
+        let decide = |text: &str, p: f32| {
+            let verdict = rules.rules_on("subject", text);
+            rules.decide_with(thresholds(), RequestType::Product, verdict, &security_at(p))
+        };
+        // The model all but rules it out: the words were an error message, the pick stands.
+        let c = decide("the CSRF token expired error when saving", 0.01);
+        assert_eq!(c.filed_as, RequestType::Product);
+        assert_eq!(band_of_decision(&c), "pick");
+        // The fired rule is still on record.
+        assert!(c.signals.iter().any(|s| s.rule == "weak"));
+        // The model gives it the confirming bar, far below its own suspect band: a report.
+        let c = decide("the CSRF token expired error when saving", 0.05);
+        assert_eq!(c.filed_as, RequestType::Security);
+        assert_eq!(band_of_decision(&c), "security");
+        // A rule without the flag wins whatever the model says.
+        let c = decide("I found a vulnerability", 0.0);
+        assert_eq!(c.filed_as, RequestType::Security);
+        // The model alone, in its suspect band, with no rule.
+        let c = decide("something odd", 0.45);
+        assert_eq!(c.filed_as, RequestType::Security);
+        assert!(c.needs_triage);
+        assert_eq!(band_of_decision(&c), "security-suspect");
+    }
+
+    #[test]
+    fn needs_model_is_refused_on_a_rule_that_does_not_point_to_security() {
+        let bad = "[decision]\ntriage_min_score = 2\n[[rule]]\nid = \"z\"\npoints_to = \"billing\"\n\
+            needs_model = true\npatterns = [\"a\"]\n";
+        let err = Classifier::from_toml(bad).err().unwrap().to_string();
+        assert!(err.contains("`z`") && err.contains("needs_model"), "{err}");
     }
 
     #[test]

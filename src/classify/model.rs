@@ -7,7 +7,7 @@
 //! scores, deterministic to train, and costs a few microseconds a message.
 //!
 //! The model file (`rules/model.bin`, embedded in the binary, replaceable with
-//! `classify.model_file`) is little-endian: the magic `INTKMDL1`, the hash width, the class count,
+//! `classify.model_file`) is little-endian: the magic `INTKMDL2`, the hash width, the class count,
 //! the decision thresholds, the biases and the weights. `intake classify train` writes it from the
 //! training split, byte for byte the same for the same corpus.
 
@@ -31,7 +31,7 @@ const N: usize = CLASSES.len();
 /// model file of 1.3 MiB.
 const HASH_BITS: u32 = 16;
 const DIM: usize = 1 << HASH_BITS;
-const MAGIC: &[u8; 8] = b"INTKMDL1";
+const MAGIC: &[u8; 8] = b"INTKMDL2";
 
 /// Tokens looked at, at most: a long message's start says what it is about, and the cost stays bounded.
 const MAX_TOKENS: usize = 1200;
@@ -47,10 +47,28 @@ pub struct Thresholds {
     pub security_suspect: f32,
     /// From this one on, it is a report.
     pub security: f32,
+    /// A security rule marked `needs_model` files a report only when the model gives security at
+    /// least this (a low bar: the rule and the model agree).
+    pub security_rule_confirm: f32,
     /// With a rule for the same unsupported kind, the model must give it at least this.
     pub unsupported_agree: f32,
     /// Without a rule, the model alone must give an unsupported kind at least this.
     pub unsupported_alone: f32,
+}
+
+const THRESHOLD_COUNT: usize = 5;
+
+impl Thresholds {
+    /// The thresholds in the order the model file stores them.
+    fn in_file_order(&self) -> [f32; THRESHOLD_COUNT] {
+        [
+            self.security_suspect,
+            self.security,
+            self.security_rule_confirm,
+            self.unsupported_agree,
+            self.unsupported_alone,
+        ]
+    }
 }
 
 /// Hashed, signed, L2-normalised feature values of one message: `(bucket, value)`, sorted.
@@ -241,7 +259,8 @@ impl Model {
         out.extend_from_slice(&HASH_BITS.to_le_bytes());
         out.extend_from_slice(&(N as u32).to_le_bytes());
         let t = self.thresholds;
-        for v in [t.security_suspect, t.security, t.unsupported_agree, t.unsupported_alone]
+        for v in t
+            .in_file_order()
             .iter()
             .chain(self.bias.iter())
             .chain(self.weights.iter())
@@ -253,10 +272,11 @@ impl Model {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, String> {
         let floats_at = MAGIC.len() + 8;
-        let expected = floats_at + (4 + N + DIM * N) * 4;
+        let expected = floats_at + (THRESHOLD_COUNT + N + DIM * N) * 4;
         if bytes.len() != expected || &bytes[..MAGIC.len()] != MAGIC {
             return Err(format!(
-                "not an intake model file (expected {expected} bytes starting with INTKMDL1)"
+                "not an intake model file of this version (expected {expected} bytes starting with {}); retrain it with `intake classify train`",
+                String::from_utf8_lossy(MAGIC)
             ));
         }
         let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
@@ -271,16 +291,17 @@ impl Model {
             return Err("the model file holds a value that is not a number".to_owned());
         }
         let mut bias = [0.0; N];
-        bias.copy_from_slice(&floats[4..4 + N]);
+        bias.copy_from_slice(&floats[THRESHOLD_COUNT..THRESHOLD_COUNT + N]);
         Ok(Model {
             thresholds: Thresholds {
                 security_suspect: floats[0],
                 security: floats[1],
-                unsupported_agree: floats[2],
-                unsupported_alone: floats[3],
+                security_rule_confirm: floats[2],
+                unsupported_agree: floats[3],
+                unsupported_alone: floats[4],
             },
             bias,
-            weights: floats[4 + N..].to_vec(),
+            weights: floats[THRESHOLD_COUNT + N..].to_vec(),
         })
     }
 }
@@ -373,6 +394,7 @@ pub fn train(examples: &[Example], seed: u64) -> Model {
         thresholds: Thresholds {
             security_suspect: 0.5,
             security: 0.5,
+            security_rule_confirm: 0.1,
             unsupported_agree: 0.5,
             unsupported_alone: 0.9,
         },

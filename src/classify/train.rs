@@ -18,8 +18,10 @@ pub const FOLDS: usize = 5;
 /// requests would fall below the keep-pick gate: a model too weak for both shows it in its figures
 /// rather than in the tickets.
 const SECURITY_RECALL_AIM: f64 = 0.97;
-/// Ordinary requests that keep their pick while unsupported thresholds are tried, at least.
-const UNSUPPORTED_KEEP_PICK_FLOOR: f64 = 0.98;
+/// The share of ordinary requests (hard negatives included) that may be told "we will not help"
+/// while unsupported thresholds are tried, at most. Only refusals count here: ordinary requests
+/// the security rules take are the security search's business, not this one's.
+const ORDINARY_REFUSED_CEILING: f64 = 0.01;
 
 /// What training produced, and how the chosen thresholds scored out of fold.
 pub struct Trained {
@@ -73,11 +75,12 @@ pub fn train(rules: &Classifier, cases: &[Case]) -> Result<Trained, String> {
             let t = Thresholds {
                 security_suspect: 1.1,
                 security: 1.1,
+                security_rule_confirm: 1.1,
                 unsupported_agree: agree,
                 unsupported_alone: alone.max(agree),
             };
             let e = evaluate_with(rules, t, cases, &verdicts, &out_of_fold);
-            if unsupported_precision(&e) < 0.9 || e.keep_pick < UNSUPPORTED_KEEP_PICK_FLOOR {
+            if unsupported_precision(&e) < 0.9 || ordinary_refused(&e) > ORDINARY_REFUSED_CEILING {
                 continue;
             }
             let better = best
@@ -92,34 +95,53 @@ pub fn train(rules: &Classifier, cases: &[Case]) -> Result<Trained, String> {
         Thresholds {
             security_suspect: 1.1,
             security: 1.1,
+            security_rule_confirm: 1.1,
             unsupported_agree: 0.95,
             unsupported_alone: 0.99,
         },
         |(.., t)| t,
     );
     // Then security: the suspect band reaches down as far as it must to find the aimed share of
-    // reports, but no further than ordinary requests can bear (keep-pick at its gate).
-    let mut suspect = 1.0f32;
-    for t in grid(2, 99, 1).into_iter().rev() {
-        let e = evaluate_with(
-            rules,
-            Thresholds {
-                security_suspect: t,
-                security: t,
-                ..thresholds
-            },
-            cases,
-            &verdicts,
-            &out_of_fold,
-        );
-        if e.keep_pick < super::corpus::GATE_KEEP_PICK {
-            break;
+    // reports, but no further than ordinary requests can bear (keep-pick at its gate). The rules that
+    // need the model's agreement get the bar that finds the most reports that way.
+    let mut chosen: Option<(f32, f32, Evaluation)> = None;
+    for confirm in [0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.1] {
+        let mut suspect = 1.0f32;
+        let mut at_suspect = None;
+        for t in grid(2, 99, 1).into_iter().rev() {
+            let e = evaluate_with(
+                rules,
+                Thresholds {
+                    security_suspect: t,
+                    security: t,
+                    security_rule_confirm: confirm,
+                    ..thresholds
+                },
+                cases,
+                &verdicts,
+                &out_of_fold,
+            );
+            if e.keep_pick < super::corpus::GATE_KEEP_PICK {
+                break;
+            }
+            suspect = t;
+            let reached = e.security_recall >= SECURITY_RECALL_AIM;
+            at_suspect = Some(e);
+            if reached {
+                break;
+            }
         }
-        suspect = t;
-        if e.security_recall >= SECURITY_RECALL_AIM {
-            break;
+        let Some(e) = at_suspect else { continue };
+        let better = chosen.as_ref().is_none_or(|(.., best)| {
+            (e.security_recall.min(SECURITY_RECALL_AIM), e.keep_pick)
+                > (best.security_recall.min(SECURITY_RECALL_AIM), best.keep_pick)
+        });
+        if better {
+            chosen = Some((confirm, suspect, e));
         }
     }
+    let (confirm, suspect) = chosen.map_or((1.1, 1.0), |(c, s, _)| (c, s));
+    thresholds.security_rule_confirm = confirm;
     // A report (not a suspicion) from where the model is right nine times in ten.
     let mut sure = 1.0f32;
     for t in grid(2, 99, 1) {
@@ -156,8 +178,12 @@ pub fn train(rules: &Classifier, cases: &[Case]) -> Result<Trained, String> {
     );
     let _ = writeln!(
         report,
-        "thresholds: security_suspect {:.2}, security {:.2}, unsupported_agree {:.2}, unsupported_alone {:.2}",
-        thresholds.security_suspect, thresholds.security, thresholds.unsupported_agree, thresholds.unsupported_alone
+        "thresholds: security_suspect {:.2}, security {:.2}, security_rule_confirm {:.2}, unsupported_agree {:.2}, unsupported_alone {:.2}",
+        thresholds.security_suspect,
+        thresholds.security,
+        thresholds.security_rule_confirm,
+        thresholds.unsupported_agree,
+        thresholds.unsupported_alone
     );
     let argmax_right = examples
         .iter()
@@ -179,6 +205,40 @@ pub fn train(rules: &Classifier, cases: &[Case]) -> Result<Trained, String> {
     );
     let _ = writeln!(
         report,
+        "\nrules on the training split: the messages each fires on, by label (ok security custom_debugging on_demand_configuration data_recovery), and the reports or requests it decides that the model alone would have missed:"
+    );
+    let mut ids: Vec<&str> = verdicts
+        .iter()
+        .flat_map(|v| {
+            v.signals
+                .iter()
+                .filter(|s| OUTCOMES[1..].contains(&s.points_to.as_str()))
+                .map(|s| s.rule.as_str())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let mut by_label = [0u32; 5];
+        let mut rescued = 0;
+        for ((c, v), p) in cases.iter().zip(&verdicts).zip(&out_of_fold) {
+            if !v.signals.iter().any(|s| s.rule == id) {
+                continue;
+            }
+            let class = c.class().unwrap_or(0);
+            by_label[class] += 1;
+            let picked = c.picked_type().unwrap_or(RequestType::Product);
+            let with = super::corpus::outcome_of(c, &rules.decide_with(thresholds, picked, v.clone(), p));
+            let without =
+                super::corpus::outcome_of(c, &rules.decide_with(thresholds, picked, RuleScores::default(), p));
+            if class != 0 && with == c.expect && without != c.expect {
+                rescued += 1;
+            }
+        }
+        let _ = writeln!(report, "  {id}: {by_label:?}, {rescued} found only with it");
+    }
+    let _ = writeln!(
+        report,
         "\nout of fold ({FOLDS}-fold cross-validation on the training split):"
     );
     report.push_str(&out_of_fold_eval.report());
@@ -187,6 +247,23 @@ pub fn train(rules: &Classifier, cases: &[Case]) -> Result<Trained, String> {
         out_of_fold: out_of_fold_eval,
         report,
     })
+}
+
+/// Of the ordinary requests, the share answered as unsupported.
+fn ordinary_refused(e: &Evaluation) -> f64 {
+    let Some(row) = e.confusion.get(OUTCOMES[0]) else {
+        return 0.0;
+    };
+    let total: u32 = row.values().sum();
+    let refused: u32 = OUTCOMES[model::FIRST_UNSUPPORTED..]
+        .iter()
+        .map(|k| row.get(*k).copied().unwrap_or(0))
+        .sum();
+    if total == 0 {
+        0.0
+    } else {
+        f64::from(refused) / f64::from(total)
+    }
 }
 
 fn unsupported_precision(e: &Evaluation) -> f64 {

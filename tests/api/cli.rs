@@ -343,6 +343,22 @@ fn classify_eval_scores_a_labelled_file_and_fails_below_the_gates() {
 }
 
 #[test]
+fn classify_eval_passes_on_the_frozen_test_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/classify/corpus/test.toml");
+    let out = intake(dir.path(), &["classify", "eval", split], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for gate in ["security recall", "unsupported recall", "keep-pick"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(gate))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(line.ends_with(": ok)"), "{line}");
+    }
+}
+
+#[test]
 fn a_model_file_that_is_not_one_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("model.bin");
