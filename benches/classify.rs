@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use intake::classify::corpus;
 use intake::classify::Classifier;
-use intake::domain::RequestType;
+use intake::domain::{ClosedSet, RequestType};
 
 fn percentiles(mut us: Vec<f64>) -> (f64, f64, f64) {
     us.sort_by(f64::total_cmp);
@@ -26,7 +26,7 @@ fn main() {
     let (mut whole, mut model_only) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for c in &cases {
-            let picked = RequestType::from_id(&c.picked).unwrap_or(RequestType::Product);
+            let picked = RequestType::parse(&c.picked).unwrap_or(RequestType::Product);
             let started = Instant::now();
             std::hint::black_box(classifier.classify(picked, &c.subject, &c.message));
             whole.push(started.elapsed().as_secs_f64() * 1e6);

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, `check`, and the ops commands (`cli_ops`).
 
+use crate::domain::ClosedSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -249,7 +250,7 @@ fn classify_one(
         _ => return Err("give both --subject and --message, or a JSON object on standard input".to_owned()),
     };
     let picked_id = input.picked.unwrap_or_else(|| "product".to_owned());
-    let picked = crate::domain::RequestType::from_id(&picked_id)
+    let picked = crate::domain::RequestType::parse(&picked_id)
         .ok_or_else(|| format!("--type: `{picked_id}` is not a request type"))?;
     let c = classifier(settings)?.classify(picked, &input.subject, &input.message);
     let band = crate::classify::band_of(&c.signals).unwrap_or(crate::classify::Band::Pick);

@@ -2,17 +2,18 @@
 //! changes state needs `--reason`, names the local user as the actor and writes the audit log in
 //! the same transaction as the change.
 
+use crate::domain::ClosedSet;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::audit::{check_reason, local_actor, AuditEntry};
 use crate::config::Settings;
-use crate::ops::{
-    check_reason, generate_token, local_actor, parse_scopes, scopes_to_string, ticket_filter_errors, valid_token_name,
-    AuditEntry, TicketLine,
-};
+use crate::domain::Ticket;
+use crate::ops::{ticket_filter_errors, TicketLine};
 use crate::startup;
-use crate::store::{Store, StoreError, Ticket};
+use crate::store::{Store, StoreError};
+use crate::tokens::{generate_token, parse_scopes, scopes_to_string, valid_token_name};
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
@@ -384,13 +385,13 @@ pub async fn deliveries_cmd(json: bool, settings: &Settings, command: Deliveries
                 Err(e) => return fail(json, &e),
             };
             match store.retry_delivery(id, &audit).await {
-                Ok(crate::store::RetryOutcome::Queued) => done(
+                Ok(crate::store::queue::RetryOutcome::Queued) => done(
                     json,
                     serde_json::json!({ "id": id, "state": "pending" }),
                     &format!("delivery {id} is pending again; a running service picks it up"),
                 ),
-                Ok(crate::store::RetryOutcome::NotFound) => fail(json, &format!("no delivery {id}")),
-                Ok(crate::store::RetryOutcome::NotRetryable { state }) => fail(
+                Ok(crate::store::queue::RetryOutcome::NotFound) => fail(json, &format!("no delivery {id}")),
+                Ok(crate::store::queue::RetryOutcome::NotRetryable { state }) => fail(
                     json,
                     &format!("delivery {id} is {state}; only dead or skipped deliveries are retried"),
                 ),

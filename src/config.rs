@@ -3,6 +3,7 @@
 //! Everything has an embedded default so that `intake serve` runs with no file at all. A bad value
 //! stops start-up with one message that names the key (see [`ConfigError`]).
 
+use crate::domain::ClosedSet;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -491,7 +492,7 @@ impl Settings {
             ));
         }
         for (ty, route) in &self.github.routes {
-            if RequestType::from_id(ty).is_none() {
+            if RequestType::parse(ty).is_none() {
                 return Err(ConfigError::key(
                     &format!("github.routes.{ty}"),
                     "is not a request type (account, billing, product, security, availability)",

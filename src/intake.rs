@@ -1,12 +1,15 @@
 //! Taking a submission in: categorise it, decide its delivery jobs, store it durably with them.
 
+use crate::domain::ClosedSet;
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::classify::Classifier;
+use crate::domain::Channel;
 use crate::domain::{IdempotencyKey, Reference, Submission};
-use crate::store::{Channel, InsertOutcome, JobKind, NewTicket, StoreError, TicketWriter};
+use crate::store::queue::JobKind;
+use crate::store::{InsertOutcome, NewTicket, StoreError, TicketWriter};
 
 /// The one path by which tickets enter the system, shared by the form and the API.
 pub struct Intake {

@@ -1,6 +1,7 @@
 //! intake: a help form that becomes a support record, an acknowledgement email and a GitHub issue.
 
 pub mod abuse;
+pub mod audit;
 pub mod classify;
 pub mod cli;
 mod cli_ops;
@@ -18,3 +19,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod tokens;

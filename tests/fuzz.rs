@@ -8,11 +8,11 @@
 
 use chrono::Utc;
 use intake::classify::Classifier;
+use intake::domain::{Channel, Ticket};
 use intake::domain::{RawSubmission, RequestType, UnsupportedReason};
 use intake::email::{ack_message, AckContext};
 use intake::github::{issue_body, issue_title, marker, BODY_MAX, TITLE_MAX};
 use intake::http::{form_page, parse_form_submission, parse_json_submission, ApiError};
-use intake::store::{Channel, Ticket};
 use intake::templates::Templates;
 use proptest::prelude::*;
 use unicode_normalization::UnicodeNormalization;
@@ -192,7 +192,7 @@ proptest! {
         prop_assert!(extras.honeypot.is_empty());
     }
 
-    /// Whatever validation accepts is within SPEC's limits, normalised and clean.
+    /// Whatever validation accepts is within the documented limits (docs/http-api.md), normalised and clean.
     #[test]
     fn validation_accepts_only_clean_text_within_limits(raw in raw_submission()) {
         if let Ok(s) = raw.validate() {

@@ -22,7 +22,8 @@
 // jail in deploy/fail2ban/jail.d/intake.conf reads. Rotate it with pm2-logrotate.
 //
 // One process per instance: intake runs its own worker threads, so PM2's cluster mode is not
-// used. For several instances, add apps with their own INTAKE_SERVER__LISTEN port (see README).
+// used. For several instances, add apps with their own INTAKE_SERVER__LISTEN port (see
+// docs/deployment.md, "Several instances").
 
 const fs = require("fs");
 

@@ -1,6 +1,7 @@
 //! The labelled corpus (`tests/classify/*.toml`) and the evaluation of the whole classifier on it:
 //! per-class precision and recall, a confusion table, and the three gate figures.
 
+use crate::domain::ClosedSet;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -43,7 +44,7 @@ pub const OUTCOMES: [&str; 5] = [
 
 impl Case {
     pub fn picked_type(&self) -> Result<RequestType, String> {
-        RequestType::from_id(&self.picked).ok_or_else(|| format!("`{}` is not a request type", self.picked))
+        RequestType::parse(&self.picked).ok_or_else(|| format!("`{}` is not a request type", self.picked))
     }
 
     /// The index of `expect` in [`OUTCOMES`] (and the model's classes).

@@ -23,7 +23,7 @@ use std::path::Path;
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{RequestType, UnsupportedReason};
+use crate::domain::{ClosedSet, RequestType, Signal, UnsupportedReason, DECISION, MODEL};
 
 /// The rules shipped with the binary; `classify.rules_file` replaces them.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/classify.toml");
@@ -48,37 +48,6 @@ impl Target {
         }
     }
 }
-
-/// One reason for a decision, stored on the ticket so a person can see why it was categorised as it
-/// was: a rule that fired (`rule` is its id), the model's probability for a class (`rule` is
-/// `model`, `score` set), or the band the decision fell in (`rule` is `decision`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signal {
-    pub rule: String,
-    pub points_to: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-}
-
-impl Signal {
-    fn rule(id: &str, points_to: &str) -> Signal {
-        Signal {
-            rule: id.to_owned(),
-            points_to: points_to.to_owned(),
-            score: None,
-        }
-    }
-
-    /// Whether this is a rule that fired (not a model score or the decision).
-    pub fn is_rule(&self) -> bool {
-        self.score.is_none() && self.rule != DECISION
-    }
-}
-
-/// The `rule` of a model score's signal.
-pub const MODEL: &str = "model";
-/// The `rule` of the decision's signal; its `points_to` is the band.
-pub const DECISION: &str = "decision";
 
 /// Where a decision fell, for the team: the band's name is its label on the GitHub issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -316,9 +285,9 @@ impl Classifier {
         let file: RulesFile = toml::from_str(text)?;
         let mut rules = Vec::with_capacity(file.rules.len());
         for r in file.rules {
-            let target = RequestType::from_id(&r.points_to)
+            let target = RequestType::parse(&r.points_to)
                 .map(Target::Type)
-                .or_else(|| UnsupportedReason::from_id(&r.points_to).map(Target::Unsupported))
+                .or_else(|| UnsupportedReason::parse(&r.points_to).map(Target::Unsupported))
                 .ok_or_else(|| RulesError::Rule {
                     rule: r.id.clone(),
                     message: format!(

@@ -1,8 +1,24 @@
 use serde::{Deserialize, Serialize};
 
-/// The five request types the team supports (SPEC section 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The five request types the team supports.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RequestType {
     Account,
     Billing,
@@ -19,16 +35,6 @@ impl RequestType {
         RequestType::Security,
         RequestType::Availability,
     ];
-
-    pub fn id(self) -> &'static str {
-        match self {
-            RequestType::Account => "account",
-            RequestType::Billing => "billing",
-            RequestType::Product => "product",
-            RequestType::Security => "security",
-            RequestType::Availability => "availability",
-        }
-    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -52,15 +58,27 @@ impl RequestType {
             RequestType::Availability => "The service or part of it is down, unreachable or very slow.",
         }
     }
-
-    pub fn from_id(id: &str) -> Option<RequestType> {
-        RequestType::ALL.into_iter().find(|t| t.id() == id)
-    }
 }
 
-/// What the team does not do, and says so (SPEC section 1). Not a valid `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// What the team does not do, and says so. Not a valid `type`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum UnsupportedReason {
     CustomDebugging,
     OnDemandConfiguration,
@@ -73,18 +91,6 @@ impl UnsupportedReason {
         UnsupportedReason::OnDemandConfiguration,
         UnsupportedReason::DataRecovery,
     ];
-
-    pub fn id(self) -> &'static str {
-        match self {
-            UnsupportedReason::CustomDebugging => "custom_debugging",
-            UnsupportedReason::OnDemandConfiguration => "on_demand_configuration",
-            UnsupportedReason::DataRecovery => "data_recovery",
-        }
-    }
-
-    pub fn from_id(id: &str) -> Option<UnsupportedReason> {
-        UnsupportedReason::ALL.into_iter().find(|r| r.id() == id)
-    }
 
     /// The policy, stated factually; shown on the confirmation page and in the acknowledgement.
     pub fn policy(self) -> &'static str {

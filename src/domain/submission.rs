@@ -1,3 +1,4 @@
+use crate::domain::ClosedSet;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use validator::ValidateEmail;
@@ -47,7 +48,7 @@ pub struct Submission {
     pub page_url: Option<String>,
 }
 
-/// Limits from SPEC section 3, in characters (Unicode scalar values).
+/// Limits from docs/http-api.md, in characters (Unicode scalar values).
 pub const NAME_MAX: usize = 100;
 pub const EMAIL_MAX: usize = 254;
 pub const SUBJECT_MAX: usize = 150;
@@ -120,7 +121,7 @@ impl RawSubmission {
         }
 
         let type_id = self.request_type.as_deref().map(str::trim).unwrap_or("");
-        let request_type = RequestType::from_id(type_id);
+        let request_type = RequestType::parse(type_id);
         if request_type.is_none() {
             let msg = if type_id.is_empty() {
                 "Please choose what your request is about.".to_owned()

@@ -1,5 +1,5 @@
 //! The acknowledgement: reference, type and what happens next, from templates, with no text the
-//! customer chose anywhere in it (SPEC section 5), so the form cannot send chosen text to a chosen
+//! customer chose anywhere in it (docs/delivery.md), so the form cannot send chosen text to a chosen
 //! address.
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
@@ -8,7 +8,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use serde::Serialize;
 
-use crate::store::Ticket;
+use crate::domain::Ticket;
 use crate::templates::Templates;
 
 /// What every acknowledgement shares, from the settings.
@@ -98,8 +98,8 @@ pub(super) fn alternative(text: String, html: String) -> MultiPart {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Channel, Ticket};
     use crate::domain::{RequestType, UnsupportedReason};
-    use crate::store::{Channel, Ticket};
 
     fn ticket(unsupported: Option<UnsupportedReason>) -> Ticket {
         Ticket {

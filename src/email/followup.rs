@@ -1,4 +1,4 @@
-//! The follow-up after an issue is closed (SPEC section 6): in the acknowledgement's thread, worded
+//! The follow-up after an issue is closed (docs/delivery.md): in the acknowledgement's thread, worded
 //! by GitHub's `state_reason`, factual, without blame and without promises. Like the
 //! acknowledgement it carries no text the customer chose.
 
@@ -6,7 +6,7 @@ use lettre::Message;
 use serde::Serialize;
 
 use super::ack::{ack_message_id, ack_subject, alternative, automatic, AckContext};
-use crate::store::{Ticket, TicketEvent};
+use crate::domain::{Ticket, TicketEvent};
 use crate::templates::Templates;
 
 /// How a close is worded: `completed` (or no reason) as resolved, `duplicate` as tracked with

@@ -1,5 +1,5 @@
 //! GitHub's REST API: file an issue, check a repository's visibility, find an issue by its marker.
-//! Every request carries the headers GitHub requires (SPEC section 5).
+//! Every request carries the headers GitHub requires (docs/delivery.md).
 
 mod render;
 

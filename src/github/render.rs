@@ -1,9 +1,9 @@
-//! The GitHub issue for a ticket: title and body (SPEC section 5). The customer's text goes into
+//! The GitHub issue for a ticket: title and body (docs/delivery.md). The customer's text goes into
 //! fenced code blocks whose fence is longer than any backtick run in it, so no markdown, HTML,
 //! `@mention` or `#123` reference in it takes effect, and it can be copied out exactly.
 
 use crate::domain::is_invisible;
-use crate::store::Ticket;
+use crate::domain::Ticket;
 
 /// GitHub's limits.
 pub const TITLE_MAX: usize = 256;
@@ -88,8 +88,8 @@ pub fn issue_body(ticket: &Ticket, private: bool) -> String {
         " · received {} through the {}\n\n",
         ticket.created_at.format("%Y-%m-%d %H:%M UTC"),
         match ticket.channel {
-            crate::store::Channel::Api => "API",
-            crate::store::Channel::Form => "help form",
+            crate::domain::Channel::Api => "API",
+            crate::domain::Channel::Form => "help form",
         }
     ));
     if let Some(u) = ticket.unsupported {
@@ -160,8 +160,8 @@ pub fn issue_body(ticket: &Ticket, private: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Channel;
     use crate::domain::RequestType;
-    use crate::store::Channel;
     use proptest::prelude::*;
 
     pub(crate) fn ticket(subject: &str, message: &str) -> Ticket {

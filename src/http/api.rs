@@ -1,5 +1,6 @@
 //! `POST /api/v1/tickets`: the JSON submission endpoint.
 
+use crate::domain::ClosedSet;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -9,8 +10,9 @@ use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::error::ApiError;
 use super::AppState;
 use crate::abuse::{OverLimit, Refusal};
+use crate::domain::{Channel, TicketSummary};
 use crate::domain::{FieldError, IdempotencyKey, RawSubmission};
-use crate::store::{Channel, InsertOutcome, TicketSummary};
+use crate::store::InsertOutcome;
 
 /// The accepted shape: every field optional here so that a wrong type is reported per field (422)
 /// rather than as a parse failure; unknown and duplicate keys are refused by serde (400).

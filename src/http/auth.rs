@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::AppState;
 use crate::abuse::Refusal;
-use crate::ops::{secret_matches, split_token, Scope};
+use crate::tokens::{secret_matches, split_token, Scope};
 
 /// Who a request is, by its token.
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 
-/// The largest body the service reads (SPEC section 3).
+/// The largest body the service reads (docs/http-api.md).
 pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! `GET /api/health`: can the service take submissions, and is delivery keeping up (SPEC section 7).
+//! `GET /api/health`: can the service take submissions, and is delivery keeping up (docs/operations.md).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::store::JobKind;
+use crate::store::queue::JobKind;
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -64,7 +64,7 @@ fn public_detail(check: &str, status: Status) -> &'static str {
 /// (what fails and why) need a token with the `read` scope.
 pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let detailed = if req.headers().contains_key(actix_web::http::header::AUTHORIZATION) {
-        super::authorize(&req, &state, Some(crate::ops::Scope::Read)).await?;
+        super::authorize(&req, &state, Some(crate::tokens::Scope::Read)).await?;
         true
     } else {
         false

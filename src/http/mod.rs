@@ -1,4 +1,4 @@
-//! The HTTP interface (SPEC section 3), one file per resource.
+//! The HTTP interface (docs/http-api.md), one file per resource.
 
 mod api;
 mod auth;
@@ -225,7 +225,7 @@ pub async fn observe_latency<B: actix_web::body::MessageBody>(
 
 /// `GET /metrics`: Prometheus text, for a token with the `metrics` scope.
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Some(crate::ops::Scope::Metrics)).await?;
+    authorize(&req, &state, Some(crate::tokens::Scope::Metrics)).await?;
     let outbox = state.store.outbox_stats(chrono::Utc::now()).await.ok();
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))

@@ -1,4 +1,4 @@
-//! The ops commands' HTTP twins (SPEC section 7), behind ops tokens: `GET /api/v1/tickets`
+//! The ops commands' HTTP twins (docs/operations.md), behind ops tokens: `GET /api/v1/tickets`
 //! (`read`), `GET /api/v1/tickets/{ref}` (`read`), `POST /api/v1/deliveries/{id}/retry` (`ops`,
 //! with a reason, audited), `POST /api/v1/tickets/{ref}/resend-ack` (`ops`, likewise). Nothing here
 //! edits a customer's submitted data.
@@ -13,9 +13,13 @@ use super::auth::authorize;
 use super::body::{read_limited, BodyError};
 use super::error::ApiError;
 use super::AppState;
+use crate::audit::{check_reason, AuditEntry};
+use crate::domain::Ticket;
 use crate::domain::{FieldError, Reference};
-use crate::ops::{check_reason, ticket_filter_errors, timeline, AuditEntry, Scope, TicketLine};
-use crate::store::{RetryOutcome, StoreError, Ticket};
+use crate::ops::{ticket_filter_errors, timeline, TicketLine};
+use crate::store::queue::RetryOutcome;
+use crate::store::StoreError;
+use crate::tokens::Scope;
 
 fn unavailable(e: StoreError) -> ApiError {
     ApiError::Unavailable(Arc::new(e))

@@ -1,4 +1,4 @@
-//! `POST /webhooks/github` (SPEC section 6): GitHub tells us an issue was closed or reopened.
+//! `POST /webhooks/github` (docs/http-api.md): GitHub tells us an issue was closed or reopened.
 //!
 //! The signature is checked over the raw body before anything else is read; a bad one is a refused
 //! client (`reason=bad-signature`). Each `X-GitHub-Delivery` is recorded once, in the same
@@ -17,7 +17,8 @@ use super::body::{read_limited, BodyError};
 use super::error::ApiError;
 use super::AppState;
 use crate::abuse::Refusal;
-use crate::store::{IssueAction, IssueEvent, WebhookOutcome};
+use crate::domain::{IssueAction, IssueEvent};
+use crate::store::queue::WebhookOutcome;
 
 /// GitHub caps payloads at 25 MB, but an `issues` event is a few KiB (an issue body is at most
 /// 65,536 characters); 1 MiB leaves room without holding much.

@@ -18,7 +18,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     /// First retry after about 5 s, then 15 s, 45 s, … up to 6 h: 14 attempts over about 34 hours,
-    /// so an outage of a day is ridden out (SPEC section 4: at least 10 attempts over at least a day).
+    /// so an outage of a day is ridden out (docs/delivery.md).
     fn default() -> Self {
         RetryPolicy {
             base: std::time::Duration::from_secs(5),

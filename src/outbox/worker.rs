@@ -1,6 +1,7 @@
 //! The delivery worker: claim due jobs with a lease, commit, do the network call, record the outcome.
 //! Never holds a transaction across a network call; every handler is safe to run twice.
 
+use crate::domain::ClosedSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +17,11 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::{GithubRoute, Rate};
 use crate::domain::RequestType;
+use crate::domain::Ticket;
 use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
-use crate::store::{
-    ack_address, email_domain, AckCap, AckCaps, ClaimedJob, Completion, FilerLock, JobKind, JobOutcome, Store,
-    StoreError, Ticket,
-};
+use crate::store::queue::{ack_address, AckCap, AckCaps, ClaimedJob, Completion, JobKind, JobOutcome};
+use crate::store::{email_domain, FilerLock, Store, StoreError};
 use crate::templates::Templates;
 use lettre::Message;
 

@@ -7,7 +7,10 @@
 //! schema of a later one, and `migrate` passes over applied migrations it does not know: a rolling
 //! upgrade, an old instance restarting mid-upgrade, and a rollback all start.
 
+mod batch;
 mod postgres;
+pub mod queue;
+mod rows;
 mod sqlite;
 mod writer;
 
@@ -16,11 +19,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 
-use crate::classify::{Classification, Signal};
-use crate::domain::{IdempotencyKey, Reference, RequestType, Submission, UnsupportedReason};
-use crate::ops::{AuditEntry, StoredToken, TokenInfo};
+use crate::audit::AuditEntry;
+use crate::classify::Classification;
+use crate::domain::{
+    Channel, IdempotencyKey, IssueEvent, Reference, Submission, Ticket, TicketEvent, TicketStatus, TicketSummary,
+};
+use crate::tokens::{StoredToken, TokenInfo};
+use queue::{AckCap, AckCaps, ClaimedJob, Delivery, JobKind, JobOutcome, OutboxStats, RetryOutcome, WebhookOutcome};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -72,59 +78,6 @@ impl StoreError {
     }
 }
 
-/// Where a submission came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Api,
-    Form,
-}
-
-impl Channel {
-    pub fn id(self) -> &'static str {
-        match self {
-            Channel::Api => "api",
-            Channel::Form => "form",
-        }
-    }
-
-    fn from_id(s: &str) -> Result<Channel, StoreError> {
-        match s {
-            "api" => Ok(Channel::Api),
-            "form" => Ok(Channel::Form),
-            other => Err(StoreError::Corrupt(format!("unknown source `{other}`"))),
-        }
-    }
-}
-
-/// A delivery job written with the ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    AckEmail,
-    GithubIssue,
-    FollowupEmail,
-}
-
-impl JobKind {
-    pub fn id(self) -> &'static str {
-        match self {
-            JobKind::AckEmail => "ack_email",
-            JobKind::GithubIssue => "github_issue",
-            JobKind::FollowupEmail => "followup_email",
-        }
-    }
-
-    fn from_id(s: &str) -> Result<JobKind, StoreError> {
-        match s {
-            "ack_email" => Ok(JobKind::AckEmail),
-            "github_issue" => Ok(JobKind::GithubIssue),
-            "followup_email" => Ok(JobKind::FollowupEmail),
-            other => Err(StoreError::Corrupt(format!("unknown delivery kind `{other}`"))),
-        }
-    }
-}
-
 /// A ticket about to be stored, with the jobs to store beside it.
 #[derive(Debug, Clone)]
 pub struct NewTicket {
@@ -138,22 +91,9 @@ pub struct NewTicket {
 }
 
 impl NewTicket {
-    pub fn status(&self) -> &'static str {
-        if self.classification.unsupported.is_some() {
-            "unsupported"
-        } else {
-            "received"
-        }
+    pub fn status(&self) -> TicketStatus {
+        TicketStatus::of(self.classification.unsupported)
     }
-}
-
-/// What a client is told about its ticket: the same on a first submission and on a repeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TicketSummary {
-    pub reference: String,
-    pub picked_type: RequestType,
-    pub filed_type: RequestType,
-    pub unsupported: Option<UnsupportedReason>,
 }
 
 /// The result of storing one [`NewTicket`].
@@ -165,275 +105,6 @@ pub enum InsertOutcome {
     Repeated(TicketSummary),
     /// The idempotency key was used before with other content: nothing was stored.
     KeyConflict(TicketSummary),
-}
-
-/// A stored ticket, as the ops views and the workers read it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ticket {
-    pub id: i64,
-    pub reference: String,
-    pub created_at: DateTime<Utc>,
-    pub channel: Channel,
-    pub name: String,
-    pub email: String,
-    pub picked_type: RequestType,
-    pub filed_type: RequestType,
-    pub unsupported: Option<UnsupportedReason>,
-    pub needs_triage: bool,
-    pub signals: Vec<Signal>,
-    pub subject: String,
-    pub message: String,
-    pub account: Option<String>,
-    pub page_url: Option<String>,
-    /// The acknowledgement's Message-ID once one was sent (follow-ups thread on it).
-    pub ack_message_id: Option<String>,
-    /// Where the ticket was filed, once it was.
-    pub github_issue: Option<FiledIssue>,
-}
-
-impl Ticket {
-    /// `received`, or `unsupported` for a request the policy answers.
-    pub fn status(&self) -> &'static str {
-        if self.unsupported.is_some() {
-            "unsupported"
-        } else {
-            "received"
-        }
-    }
-}
-
-/// A GitHub issue filed for a ticket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FiledIssue {
-    pub repo: String,
-    pub number: i64,
-    pub url: String,
-}
-
-impl FiledIssue {
-    fn from_columns(repo: Option<String>, number: Option<i64>, url: Option<String>) -> Option<FiledIssue> {
-        Some(FiledIssue {
-            repo: repo?,
-            number: number?,
-            url: url?,
-        })
-    }
-}
-
-impl Ticket {
-    pub fn summary(&self) -> TicketSummary {
-        TicketSummary {
-            reference: self.reference.clone(),
-            picked_type: self.picked_type,
-            filed_type: self.filed_type,
-            unsupported: self.unsupported,
-        }
-    }
-}
-
-/// One delivery job.
-#[derive(Debug, Clone, Serialize)]
-pub struct Delivery {
-    pub id: i64,
-    pub ticket_id: i64,
-    pub kind: JobKind,
-    pub state: String,
-    pub attempts: i32,
-    pub run_at: DateTime<Utc>,
-    pub last_error: Option<String>,
-    pub done_at: Option<DateTime<Utc>>,
-}
-
-/// What `retry_delivery` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryOutcome {
-    /// Pending again, due now, with a fresh set of attempts.
-    Queued,
-    NotFound,
-    /// Only dead or skipped deliveries are retried; this one is in `state`.
-    NotRetryable {
-        state: String,
-    },
-}
-
-/// A job a worker holds under a lease. Only the holder of `lease_token` may record its outcome.
-#[derive(Debug, Clone)]
-pub struct ClaimedJob {
-    pub id: i64,
-    pub ticket_id: i64,
-    pub kind: JobKind,
-    /// Attempts including this one.
-    pub attempts: i32,
-    pub lease_token: String,
-    /// When the first attempt started; the GitHub filer looks for its marker among issues since then.
-    pub first_attempt_at: DateTime<Utc>,
-    /// The issue event a follow-up email answers.
-    pub event_id: Option<i64>,
-}
-
-/// What GitHub told us happened to an issue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssueAction {
-    Closed,
-    Reopened,
-}
-
-impl IssueAction {
-    pub fn id(self) -> &'static str {
-        match self {
-            IssueAction::Closed => "issue_closed",
-            IssueAction::Reopened => "issue_reopened",
-        }
-    }
-
-    fn from_id(s: &str) -> Result<IssueAction, StoreError> {
-        match s {
-            "issue_closed" => Ok(IssueAction::Closed),
-            "issue_reopened" => Ok(IssueAction::Reopened),
-            other => Err(StoreError::Corrupt(format!("unknown event kind {other}"))),
-        }
-    }
-}
-
-/// An `issues` webhook event about an issue, as far as the service cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssueEvent {
-    /// `owner/name`, compared case-insensitively (as GitHub does).
-    pub repo: String,
-    pub number: i64,
-    pub action: IssueAction,
-    /// `completed`, `not_planned`, `duplicate`, … for a close.
-    pub state_reason: Option<String>,
-    /// The issue's `closed_at` as GitHub sent it: the same close replayed carries the same one.
-    pub closed_at: Option<String>,
-}
-
-/// What recording a webhook delivery did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WebhookOutcome {
-    /// This delivery id was handled before: nothing done.
-    Duplicate,
-    /// Noted; nothing in it concerns a ticket.
-    Noted,
-    /// About an issue the service did not file: noted, nothing else.
-    UnknownIssue,
-    /// Recorded on the ticket; a close queued a follow-up email.
-    Recorded { reference: String, followup_queued: bool },
-}
-
-/// One recorded issue event of a ticket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TicketEvent {
-    pub id: i64,
-    pub ticket_id: i64,
-    pub at: DateTime<Utc>,
-    #[serde(serialize_with = "serialize_action")]
-    pub action: IssueAction,
-    pub state_reason: Option<String>,
-}
-
-fn serialize_action<S: serde::Serializer>(a: &IssueAction, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(a.id())
-}
-
-/// What became of an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// Done. An acknowledgement records its Message-ID and recipient; an issue where it was filed.
-    Done(Completion),
-    /// Try again at this time.
-    Retry { at: DateTime<Utc>, error: String },
-    /// Given up: a configuration or content fault, or the last attempt failed.
-    Dead { error: String },
-    /// Deliberately not done (e.g. the per-address acknowledgement cap), with the reason.
-    Skipped { reason: String },
-    /// Cannot be done yet for a reason outside the job (missing configuration, a rate limit): wait
-    /// until `at` without counting the attempt.
-    Wait { at: DateTime<Utc>, reason: String },
-}
-
-impl JobOutcome {
-    /// The result word metrics count it under.
-    pub fn result(&self) -> &'static str {
-        match self {
-            JobOutcome::Done(_) => "done",
-            JobOutcome::Retry { .. } => "retry",
-            JobOutcome::Dead { .. } => "dead",
-            JobOutcome::Skipped { .. } => "skipped",
-            JobOutcome::Wait { .. } => "wait",
-        }
-    }
-}
-
-/// The columns an outcome sets on its job row, shared by both backends.
-struct OutcomeRow<'a> {
-    state: &'static str,
-    run_at: Option<DateTime<Utc>>,
-    error: Option<&'a str>,
-    done_at: Option<DateTime<Utc>>,
-    /// 1 when the attempt is not to count (a wait), else 0.
-    refund: i32,
-}
-
-impl JobOutcome {
-    fn row(&self, now: DateTime<Utc>) -> OutcomeRow<'_> {
-        let (state, run_at, error, done_at) = match self {
-            JobOutcome::Done(_) => ("done", None, None, Some(now)),
-            JobOutcome::Retry { at, error } => ("pending", Some(*at), Some(error.as_str()), None),
-            JobOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
-            JobOutcome::Skipped { reason } => ("skipped", None, Some(reason.as_str()), Some(now)),
-            JobOutcome::Wait { at, reason } => ("pending", Some(*at), Some(reason.as_str()), None),
-        };
-        OutcomeRow {
-            state,
-            run_at,
-            error,
-            done_at,
-            refund: i32::from(matches!(self, JobOutcome::Wait { .. })),
-        }
-    }
-}
-
-/// The record a finished job leaves on its ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    Plain,
-    Ack { message_id: String, email: String },
-    Issue { repo: String, number: i64, url: String },
-}
-
-/// The caps an acknowledgement is sent under, for one address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckCaps {
-    /// The address, lowercased ([`ack_address`]).
-    pub email: String,
-    pub domain: String,
-    pub per_email: i64,
-    pub per_email_since: DateTime<Utc>,
-    pub per_domain: i64,
-    pub per_domain_since: DateTime<Utc>,
-}
-
-/// Which acknowledgement cap a reservation ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckCap {
-    PerAddress,
-    PerDomain,
-}
-
-/// An address as the acknowledgement caps count it: trimmed and lowercased, the local part too
-/// (as the rate limiter does), so `Victim@` and `vIctim@` are one address.
-pub fn ack_address(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-/// Outbox counts for health and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct OutboxStats {
-    /// Jobs neither done nor dead (nor skipped), waiting retries included.
-    pub pending: i64,
-    pub dead: i64,
-    pub oldest_pending_seconds: i64,
 }
 
 /// The storage every backend provides; the conformance suite runs the same cases on each.
@@ -562,34 +233,12 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError>;
 }
 
-/// Scopes as stored (`read,ops`), back into a list.
-pub(crate) fn stored_scopes(s: &str) -> Result<Vec<crate::ops::Scope>, StoreError> {
-    crate::ops::parse_scopes(s).map_err(StoreError::Corrupt)
-}
-
 /// Held while this process files GitHub issues (see [`Store::try_filer_lock`]).
 pub struct FilerLock(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);
 
 /// The domain of an address, lowercased: acknowledgements are capped per domain too.
 pub fn email_domain(email: &str) -> String {
     email.rsplit_once('@').map_or(email, |(_, d)| d).trim().to_lowercase()
-}
-
-/// A fresh lease token.
-fn lease_token() -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..16).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
-}
-
-/// `kind IN (...)` for a list of job kinds; ids are fixed identifiers, never input.
-fn kinds_sql(kinds: &[JobKind]) -> String {
-    let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.id())).collect();
-    if list.is_empty() {
-        "FALSE".to_owned()
-    } else {
-        format!("kind IN ({})", list.join(", "))
-    }
 }
 
 /// Opens the database named by `url` (without migrating it).
@@ -600,133 +249,4 @@ pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Arc<dyn
     } else {
         Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
     }
-}
-
-/// Rows hold type and reason ids; anything else means the database was edited by hand.
-fn parse_type(s: &str) -> Result<RequestType, StoreError> {
-    RequestType::from_id(s).ok_or_else(|| StoreError::Corrupt(format!("unknown request type `{s}`")))
-}
-
-fn parse_reason(s: Option<&str>) -> Result<Option<UnsupportedReason>, StoreError> {
-    s.map(|r| {
-        UnsupportedReason::from_id(r).ok_or_else(|| StoreError::Corrupt(format!("unknown unsupported reason `{r}`")))
-    })
-    .transpose()
-}
-
-fn signals_json(c: &Classification) -> String {
-    // Serialising plain strings into JSON cannot fail.
-    serde_json::to_string(&c.signals).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn parse_signals(s: &str) -> Result<Vec<Signal>, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("signals: {e}")))
-}
-
-/// The order in which a batch is written: by idempotency key, so that two instances writing
-/// overlapping batches lock the same keys in the same order and cannot deadlock.
-fn write_order(batch: &[NewTicket]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by(|a, b| {
-        let ka = batch[*a].idempotency_key.as_ref().map(IdempotencyKey::as_str);
-        let kb = batch[*b].idempotency_key.as_ref().map(IdempotencyKey::as_str);
-        ka.cmp(&kb)
-    });
-    order
-}
-
-/// How many times a reference is drawn again after a collision before giving up.
-const REFERENCE_ATTEMPTS: usize = 8;
-
-/// Tickets per multi-row INSERT: 17 parameters each stays under SQLite's 32,766 and PostgreSQL's
-/// 65,535 bound parameters per statement.
-const TICKETS_PER_STATEMENT: usize = 500;
-/// Jobs per multi-row INSERT (5 parameters each).
-const JOBS_PER_STATEMENT: usize = 2_000;
-
-/// Multi-row statements of up to this many rows stay prepared in the connection's statement cache
-/// (one per row count, at most this many per table); larger ones, rare and costly to keep, are
-/// prepared for each use. Preparing a statement of dozens of rows costs about as much as running it.
-const CACHED_STATEMENT_ROWS: usize = 64;
-
-/// Statement cache size per connection: the multi-row statements of both tables and the rest.
-pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 2 * CACHED_STATEMENT_ROWS + 64;
-
-fn cache_statement(rows: usize) -> bool {
-    rows <= CACHED_STATEMENT_ROWS
-}
-
-/// Where one ticket of a batch ended up.
-enum Placed {
-    /// Inserted now with this id and reference (the reference may have been drawn again).
-    New { id: i64, reference: String },
-    /// Not inserted: its idempotency key was seen before.
-    Existing(InsertOutcome),
-}
-
-impl NewTicket {
-    fn created(&self, reference: String) -> InsertOutcome {
-        InsertOutcome::Created(TicketSummary {
-            reference,
-            picked_type: self.classification.picked,
-            filed_type: self.classification.filed_as,
-            unsupported: self.classification.unsupported,
-        })
-    }
-}
-
-/// Matches the rows a multi-row INSERT returned to the tickets of `chunk`. Rows come back in no
-/// promised order, so they are matched by reference; a reference is claimed once, so that of two
-/// tickets drawing the same reference only the one actually inserted gets the row.
-fn claim_inserted(batch: &[NewTicket], chunk: &[usize], inserted: Vec<(i64, String)>) -> Vec<(usize, Option<i64>)> {
-    let mut ids: std::collections::HashMap<String, i64> = inserted.into_iter().map(|(id, r)| (r, id)).collect();
-    chunk
-        .iter()
-        .map(|&i| (i, ids.remove(batch[i].reference.as_str())))
-        .collect()
-}
-
-/// The batch algorithm both backends share: a multi-row INSERT per chunk for the common case, one
-/// statement per ticket for the rest (repeats, conflicts, reference collisions), then the jobs of
-/// every new ticket in multi-row INSERTs. All on one transaction supplied by the backend.
-#[async_trait]
-trait BatchWriter {
-    /// Inserts the chunk, skipping conflicts; returns `(id, reference)` of the rows inserted.
-    async fn insert_many(&mut self, batch: &[NewTicket], chunk: &[usize]) -> Result<Vec<(i64, String)>, StoreError>;
-    /// Places one ticket the fast path skipped.
-    async fn insert_one(&mut self, ticket: &NewTicket) -> Result<Placed, StoreError>;
-    /// Inserts pending jobs `(ticket id, kind, created at)`.
-    async fn insert_jobs(&mut self, jobs: &[(i64, JobKind, DateTime<Utc>)]) -> Result<(), StoreError>;
-}
-
-async fn write_batch<W: BatchWriter + Send>(w: &mut W, batch: &[NewTicket]) -> Result<Vec<InsertOutcome>, StoreError> {
-    let order = write_order(batch);
-    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; batch.len()];
-    let mut jobs = Vec::with_capacity(batch.len() * 2);
-    for chunk in order.chunks(TICKETS_PER_STATEMENT) {
-        let inserted = w.insert_many(batch, chunk).await?;
-        for (i, id) in claim_inserted(batch, chunk, inserted) {
-            if let Some(id) = id {
-                let t = &batch[i];
-                jobs.extend(t.jobs.iter().map(|k| (id, *k, t.created_at)));
-                outcomes[i] = Some(t.created(t.reference.to_string()));
-            }
-        }
-    }
-    for &i in &order {
-        if outcomes[i].is_none() {
-            let t = &batch[i];
-            outcomes[i] = Some(match w.insert_one(t).await? {
-                Placed::New { id, reference } => {
-                    jobs.extend(t.jobs.iter().map(|k| (id, *k, t.created_at)));
-                    t.created(reference)
-                }
-                Placed::Existing(outcome) => outcome,
-            });
-        }
-    }
-    for chunk in jobs.chunks(JOBS_PER_STATEMENT) {
-        w.insert_jobs(chunk).await?;
-    }
-    Ok(outcomes.into_iter().flatten().collect())
 }

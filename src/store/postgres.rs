@@ -1,5 +1,6 @@
 //! PostgreSQL, for deployments with several instances on one database.
 
+use crate::domain::ClosedSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,17 +13,18 @@ use sqlx::query_builder::Separated;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
-use super::{ack_address, AckCap, AckCaps, RetryOutcome};
-use super::{
-    cache_statement, parse_reason, parse_signals, parse_type, signals_json, write_batch, BatchWriter, Channel,
-    Delivery, InsertOutcome, JobKind, NewTicket, OutboxStats, Placed, Store, StoreError, Ticket, REFERENCE_ATTEMPTS,
-    STATEMENT_CACHE_CAPACITY,
-};
-use super::{
-    email_domain, kinds_sql, lease_token, stored_scopes, ClaimedJob, Completion, FiledIssue, FilerLock, IssueAction,
-    IssueEvent, JobOutcome, TicketEvent, WebhookOutcome,
-};
-use crate::ops::{AuditEntry, StoredToken, TokenInfo};
+use super::batch::{cache_statement, write_batch, BatchWriter, Placed, REFERENCE_ATTEMPTS, STATEMENT_CACHE_CAPACITY};
+use super::queue::{ack_address, AckCap, AckCaps, DeliveryState, RetryOutcome};
+use super::queue::{ClaimedJob, Completion, JobOutcome, WebhookOutcome};
+use super::queue::{Delivery, JobKind, OutboxStats};
+use super::rows::{kinds_sql, lease_token, stored_scopes};
+use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
+use super::{email_domain, FilerLock};
+use super::{InsertOutcome, NewTicket, Store, StoreError};
+use crate::audit::AuditEntry;
+use crate::domain::Ticket;
+use crate::domain::{FiledIssue, IssueAction, IssueEvent, TicketEvent};
+use crate::tokens::{StoredToken, TokenInfo};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
 const FILER_LOCK_KEY: i64 = 0x696e_7461_6b65_6768;
@@ -43,12 +45,12 @@ fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
         id: row.try_get("id")?,
         reference: row.try_get("reference")?,
         created_at: row.try_get("created_at")?,
-        channel: Channel::from_id(row.try_get("source")?)?,
+        channel: parse_id("channel", row.try_get("source")?)?,
         name: row.try_get("name")?,
         email: row.try_get("email")?,
-        picked_type: parse_type(row.try_get("picked_type")?)?,
-        filed_type: parse_type(row.try_get("type")?)?,
-        unsupported: parse_reason(row.try_get("unsupported_reason")?)?,
+        picked_type: parse_id("request type", row.try_get("picked_type")?)?,
+        filed_type: parse_id("request type", row.try_get("type")?)?,
+        unsupported: parse_optional_id("unsupported reason", row.try_get("unsupported_reason")?)?,
         needs_triage: row.try_get("needs_triage")?,
         signals: parse_signals(row.try_get("signals")?)?,
         subject: row.try_get("subject")?,
@@ -94,7 +96,7 @@ fn push_ticket(mut b: Separated<'_, '_, Postgres, &'static str>, t: &NewTicket, 
         .push_bind(t.submission.email.clone())
         .push_bind(t.classification.picked.id())
         .push_bind(t.classification.filed_as.id())
-        .push_bind(t.status())
+        .push_bind(t.status().id())
         .push_bind(t.classification.unsupported.map(|u| u.id()))
         .push_bind(t.classification.needs_triage)
         .push_bind(signals_json(&t.classification))
@@ -325,7 +327,7 @@ impl Store for PostgresStore {
                 Ok(ClaimedJob {
                     id: r.try_get("id")?,
                     ticket_id: r.try_get("ticket_id")?,
-                    kind: JobKind::from_id(r.try_get("kind")?)?,
+                    kind: parse_id("delivery kind", r.try_get("kind")?)?,
                     attempts: r.try_get("attempts")?,
                     lease_token: token.clone(),
                     first_attempt_at: r.try_get("first_attempt_at")?,
@@ -343,7 +345,7 @@ impl Store for PostgresStore {
              lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8 \
              WHERE id = $6 AND lease_token = $7 AND state = 'running'",
         )
-        .bind(row.state)
+        .bind(row.state.id())
         .bind(row.run_at)
         .bind(row.error)
         .bind(row.done_at)
@@ -722,7 +724,8 @@ impl Store for PostgresStore {
         let Some(state) = state else {
             return Ok(RetryOutcome::NotFound);
         };
-        if state != "dead" && state != "skipped" {
+        let state: DeliveryState = parse_id("delivery state", &state)?;
+        if !state.is_retryable() {
             return Ok(RetryOutcome::NotRetryable { state });
         }
         sqlx::query(
@@ -782,8 +785,8 @@ fn delivery_from_row(r: &PgRow) -> Result<Delivery, StoreError> {
     Ok(Delivery {
         id: r.try_get("id")?,
         ticket_id: r.try_get("ticket_id")?,
-        kind: JobKind::from_id(r.try_get("kind")?)?,
-        state: r.try_get("state")?,
+        kind: parse_id("delivery kind", r.try_get("kind")?)?,
+        state: parse_id("delivery state", r.try_get("state")?)?,
         attempts: r.try_get("attempts")?,
         run_at: r.try_get("run_at")?,
         last_error: r.try_get("last_error")?,
@@ -796,7 +799,7 @@ fn event_from_row(r: &PgRow) -> Result<TicketEvent, StoreError> {
         id: r.try_get("id")?,
         ticket_id: r.try_get("ticket_id")?,
         at: r.try_get("at")?,
-        action: IssueAction::from_id(r.try_get("kind")?)?,
+        action: parse_id("event kind", r.try_get("kind")?)?,
         state_reason: r.try_get("state_reason")?,
     })
 }

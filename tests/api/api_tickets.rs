@@ -1,5 +1,7 @@
 //! `POST /api/v1/tickets`: accepted submissions, and every kind of bad input refused cleanly.
 
+use intake::domain::ClosedSet;
+use intake::store::queue::DeliveryState;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, valid_ticket, Backend};
@@ -22,7 +24,7 @@ async fn a_valid_submission_is_accepted_and_stored_with_its_jobs(backend: Backen
     let jobs = app.store.deliveries_for_ticket(ticket.id).await.unwrap();
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.id()).collect();
     assert_eq!(kinds, ["ack_email", "github_issue"]);
-    assert!(jobs.iter().all(|j| j.state == "pending"));
+    assert!(jobs.iter().all(|j| j.state == DeliveryState::Pending));
 }
 
 async fn a_vulnerability_report_is_moved_to_security_and_says_what_was_picked(backend: Backend) {

@@ -1,4 +1,4 @@
-//! The backups the README describes, taken with the real tools while the service runs and
+//! The backups docs/deployment.md describes, taken with the real tools while the service runs and
 //! restored into a new instance: `sqlite3 … ".backup …"` and `pg_dump -Fc` / `pg_restore`.
 
 use std::path::Path;
@@ -77,7 +77,7 @@ async fn a_sqlite_backup_taken_while_serving_restores() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
-    // Restore as the README says: the copy in place, no WAL files beside it.
+    // Restore as docs/deployment.md says: the copy in place, no WAL files beside it.
     let restored = dir.path().join("restored");
     std::fs::create_dir(&restored).unwrap();
     std::fs::copy(&copy, restored.join("intake.db")).unwrap();

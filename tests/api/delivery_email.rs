@@ -1,5 +1,7 @@
 //! The acknowledgement, through a real SMTP server over TCP and through the file transport.
 
+use intake::domain::ClosedSet;
+use intake::store::queue::DeliveryState;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -79,11 +81,11 @@ async fn the_acknowledgement_reaches_the_smtp_server_with_the_right_headers_and_
     assert_eq!(ticket.ack_message_id.as_deref(), Some(message_id.as_str()));
     let jobs = app.store.deliveries_for_ticket(ticket.id).await.unwrap();
     let ack = jobs.iter().find(|j| j.kind.id() == "ack_email").unwrap();
-    assert_eq!(ack.state, "done");
+    assert_eq!(ack.state, DeliveryState::Done);
     // GitHub is not configured: its job waits.
     assert_eq!(
         jobs.iter().find(|j| j.kind.id() == "github_issue").unwrap().state,
-        "pending"
+        DeliveryState::Pending
     );
     assert_eq!(app.deliverer.run_once().await.unwrap(), 0, "nothing sent twice");
     assert_eq!(smtp.received().len(), 1);
@@ -112,7 +114,7 @@ async fn past_the_per_address_cap_the_ticket_is_kept_and_the_email_skipped(backe
         .expect("the ticket is stored");
     let jobs = app.store.deliveries_for_ticket(third.id).await.unwrap();
     let ack = jobs.iter().find(|j| j.kind.id() == "ack_email").unwrap();
-    assert_eq!(ack.state, "skipped");
+    assert_eq!(ack.state, DeliveryState::Skipped);
     assert!(ack.last_error.as_deref().unwrap().contains("cap"));
     assert!(jobs.iter().any(|j| j.kind.id() == "github_issue"), "still to be filed");
     // Another address is not affected.
@@ -169,7 +171,7 @@ async fn past_the_per_domain_cap_one_organisation_gets_no_more_acknowledgements(
     assert_eq!(recipients, ["a@victim.example", "b@victim.example", "d@other.example"]);
     let third = app.store.ticket_by_reference(&refs[2]).await.unwrap().unwrap();
     let ack = app.store.deliveries_for_ticket(third.id).await.unwrap().remove(0);
-    assert_eq!(ack.state, "skipped");
+    assert_eq!(ack.state, DeliveryState::Skipped);
     assert!(ack.last_error.as_deref().unwrap().contains("per-domain"));
 }
 
@@ -183,7 +185,7 @@ async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend
     app.deliverer.run_once().await.unwrap();
     let t = app.store.ticket_by_reference(&first).await.unwrap().unwrap();
     let ack = app.store.deliveries_for_ticket(t.id).await.unwrap().remove(0);
-    assert_eq!(ack.state, "pending");
+    assert_eq!(ack.state, DeliveryState::Pending);
     assert_eq!(ack.attempts, 1);
     assert!(ack.last_error.as_deref().unwrap().contains("451") || ack.last_error.as_deref().unwrap().contains("SMTP"));
     let wait = ack.run_at - chrono::Utc::now();
@@ -199,7 +201,7 @@ async fn a_temporary_smtp_failure_is_retried_and_a_permanent_one_is_dead(backend
     app.deliverer.run_once().await.unwrap();
     let t = app.store.ticket_by_reference(&second).await.unwrap().unwrap();
     let ack = app.store.deliveries_for_ticket(t.id).await.unwrap().remove(0);
-    assert_eq!(ack.state, "dead");
+    assert_eq!(ack.state, DeliveryState::Dead);
     let health: Value = app.get("/api/health").await.json().await.unwrap();
     assert_eq!(health["checks"]["outbox"]["dead"], 1);
     assert_eq!(health["status"], "degraded");
@@ -313,5 +315,5 @@ async fn without_trust_in_the_relay_certificate_nothing_is_sent_in_clear() {
     assert!(smtp.received().is_empty());
     let t = app.store.ticket_by_reference(&reference).await.unwrap().unwrap();
     let ack = app.store.deliveries_for_ticket(t.id).await.unwrap().remove(0);
-    assert_eq!(ack.state, "pending", "kept for a retry, not lost");
+    assert_eq!(ack.state, DeliveryState::Pending, "kept for a retry, not lost");
 }

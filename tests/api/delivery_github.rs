@@ -1,6 +1,8 @@
 //! Filing through a GitHub fake (wiremock) that checks what GitHub checks and answers as GitHub
 //! does, faults included.
 
+use intake::domain::ClosedSet;
+use intake::store::queue::DeliveryState;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -109,7 +111,7 @@ async fn app_with_github(backend: Backend, fake: &MockServer, routes: &[(&str, &
     .await
 }
 
-async fn issue_job(app: &TestApp, reference: &str) -> intake::store::Delivery {
+async fn issue_job(app: &TestApp, reference: &str) -> intake::store::queue::Delivery {
     let t = app.store.ticket_by_reference(reference).await.unwrap().unwrap();
     app.store
         .deliveries_for_ticket(t.id)
@@ -153,7 +155,7 @@ async fn a_ticket_is_filed_once_with_the_headers_and_shape_github_requires(backe
     let filed = ticket.github_issue.expect("filed");
     assert_eq!((filed.repo.as_str(), filed.number), ("acme/support", 1347));
     assert_eq!(filed.url, "https://github.com/acme/support/issues/1347");
-    assert_eq!(issue_job(&app, &reference).await.state, "done");
+    assert_eq!(issue_job(&app, &reference).await.state, DeliveryState::Done);
 
     let requests = fake.received_requests().await.unwrap();
     let create = creates(&requests)[0];
@@ -162,7 +164,7 @@ async fn a_ticket_is_filed_once_with_the_headers_and_shape_github_requires(backe
         sent["title"],
         format!("[{}] Invoice for October", ticket.filed_type.label())
     );
-    // The route's labels, then what the decision means (README: Categorisation).
+    // The route's labels, then what the decision means (docs/categorisation.md).
     let mut labels = vec!["support".to_owned(), ticket.filed_type.id().to_owned()];
     if ticket.needs_triage {
         labels.push("needs-triage".to_owned());
@@ -204,7 +206,7 @@ async fn a_lost_answer_after_creation_does_not_create_a_second_issue(backend: Ba
     let reference = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &reference).await;
-    assert_eq!(job.state, "pending", "{:?}", job.last_error);
+    assert_eq!(job.state, DeliveryState::Pending, "{:?}", job.last_error);
     assert_eq!(creates(&fake.received_requests().await.unwrap()).len(), 1);
 
     // The list endpoint now shows the issue the first attempt created.
@@ -282,7 +284,7 @@ async fn rate_limits_are_waited_out_without_spending_attempts(backend: Backend) 
     let before = Utc::now();
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &reference).await;
-    assert_eq!(job.state, "pending");
+    assert_eq!(job.state, DeliveryState::Pending);
     assert_eq!(job.attempts, 0, "a rate limit costs no attempt");
     assert!(
         job.run_at >= before + chrono::Duration::seconds(120),
@@ -299,7 +301,7 @@ async fn rate_limits_are_waited_out_without_spending_attempts(backend: Backend) 
     );
 
     app.deliverer.run_once_at(job.run_at).await.unwrap();
-    assert_eq!(issue_job(&app, &reference).await.state, "done");
+    assert_eq!(issue_job(&app, &reference).await.state, DeliveryState::Done);
 }
 
 async fn bad_routes_and_refused_content_are_dead_with_the_reason(backend: Backend) {
@@ -325,14 +327,14 @@ async fn bad_routes_and_refused_content_are_dead_with_the_reason(backend: Backen
     let missing = app.submit(&t).await;
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &refused).await;
-    assert_eq!(job.state, "dead");
+    assert_eq!(job.state, DeliveryState::Dead);
     assert!(
         job.last_error.as_deref().unwrap().contains("422"),
         "{:?}",
         job.last_error
     );
     let job = issue_job(&app, &missing).await;
-    assert_eq!(job.state, "dead");
+    assert_eq!(job.state, DeliveryState::Dead);
     assert!(
         job.last_error.as_deref().unwrap().contains("404"),
         "{:?}",
@@ -358,7 +360,7 @@ async fn a_502_is_retried_and_then_filed(backend: Backend) {
     let reference = app.submit(&valid_ticket()).await;
     app.deliverer.run_once().await.unwrap();
     let job = issue_job(&app, &reference).await;
-    assert_eq!((job.state.as_str(), job.attempts), ("pending", 1));
+    assert_eq!((job.state, job.attempts), (DeliveryState::Pending, 1));
     assert!(
         job.run_at <= Utc::now() + chrono::Duration::seconds(10),
         "first retry within 10 s"
@@ -405,7 +407,7 @@ async fn a_public_repository_gets_no_contact_details_and_never_a_security_ticket
     assert!(!body.contains("ada@example.com") && !body.contains("Ada Lovelace"));
     assert!(body.contains(&ordinary));
     let job = issue_job(&app, &security).await;
-    assert_eq!(job.state, "pending");
+    assert_eq!(job.state, DeliveryState::Pending);
     assert_eq!(job.attempts, 0);
     assert!(
         job.last_error.as_deref().unwrap().contains("public"),

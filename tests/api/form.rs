@@ -82,7 +82,7 @@ async fn a_valid_form_redirects_to_the_confirmation_with_the_reference() {
     assert!(html.contains("What happens next"));
     let ticket = app.store.ticket_by_reference(reference).await.unwrap().unwrap();
     assert_eq!(ticket.email, "grace@example.com");
-    assert_eq!(ticket.channel, intake::store::Channel::Form);
+    assert_eq!(ticket.channel, intake::domain::Channel::Form);
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! `GET /api/health` (SPEC section 7, for what exists now).
+//! `GET /api/health` (docs/operations.md).
 
 use secrecy::SecretString;
 use serde_json::Value;

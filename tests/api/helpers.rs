@@ -312,11 +312,14 @@ pub fn new_ticket(raw: intake::domain::RawSubmission, key: Option<&str>) -> inta
     intake::store::NewTicket {
         reference: intake::domain::Reference::generate("LV"),
         created_at: chrono::Utc::now(),
-        channel: intake::store::Channel::Api,
+        channel: intake::domain::Channel::Api,
         submission,
         classification,
         idempotency_key: key.map(|k| intake::domain::IdempotencyKey::from_api(k).unwrap()),
-        jobs: vec![intake::store::JobKind::AckEmail, intake::store::JobKind::GithubIssue],
+        jobs: vec![
+            intake::store::queue::JobKind::AckEmail,
+            intake::store::queue::JobKind::GithubIssue,
+        ],
     }
 }
 

@@ -1,12 +1,14 @@
 //! The outbox queue on both backends: leases, outcomes, expiry, and no job held twice at once.
 
+use intake::store::queue::DeliveryState;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use intake::domain::RawSubmission;
-use intake::store::{self, AckCap, AckCaps, Completion, JobKind, JobOutcome, NewTicket, Store};
+use intake::store::queue::{AckCap, AckCaps, Completion, JobKind, JobOutcome};
+use intake::store::{self, NewTicket, Store};
 use secrecy::SecretString;
 
 use crate::helpers::{new_ticket, open_store, Backend, TestDatabase};
@@ -32,7 +34,7 @@ fn ticket(email: &str) -> NewTicket {
 
 /// Caps for `email` (lowercased as the worker does), counting since `since`.
 fn caps(email: &str, per_email: i64, per_domain: i64, since: chrono::DateTime<Utc>) -> AckCaps {
-    let email = store::ack_address(email);
+    let email = intake::store::queue::ack_address(email);
     AckCaps {
         domain: store::email_domain(&email),
         email,
@@ -165,7 +167,7 @@ async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backe
     let ticket_id = jobs[1].ticket_id;
     let deliveries = store.deliveries_for_ticket(ticket_id).await.unwrap();
     let dead = deliveries.iter().find(|d| d.kind == JobKind::GithubIssue).unwrap();
-    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.state, DeliveryState::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("404 repository not found"));
 }
 
@@ -208,7 +210,7 @@ async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend)
         .await
         .unwrap()
         .iter()
-        .all(|d| d.state == "done"));
+        .all(|d| d.state == DeliveryState::Done));
     let since = now - Span::hours(24);
     // The acknowledgement sent above holds one slot of its address (in any case) and its domain.
     assert_eq!(

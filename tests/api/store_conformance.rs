@@ -1,10 +1,12 @@
 //! The storage conformance suite: the same cases on SQLite and PostgreSQL.
 
+use intake::store::queue::DeliveryState;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use intake::domain::RawSubmission;
-use intake::store::{InsertOutcome, JobKind, NewTicket, Store};
+use intake::store::queue::JobKind;
+use intake::store::{InsertOutcome, NewTicket, Store};
 
 use crate::helpers::{new_ticket, open_store, Backend, TestDatabase};
 use crate::on_both_backends;
@@ -54,7 +56,9 @@ async fn a_ticket_reads_back_exactly_as_written(backend: Backend) {
     assert_eq!(back.created_at.timestamp_millis(), t.created_at.timestamp_millis());
     let jobs = store.deliveries_for_ticket(back.id).await.unwrap();
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j.state == "pending" && j.attempts == 0));
+    assert!(jobs
+        .iter()
+        .all(|j| j.state == DeliveryState::Pending && j.attempts == 0));
     assert!(store.ticket_by_reference("LV-00000000").await.unwrap().is_none());
 }
 

@@ -1,0 +1,215 @@
+//! The delivery queue's values: job kinds and states, a claimed job, what became of an attempt,
+//! the acknowledgement caps, and what recording a webhook did.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A delivery job written with the ticket.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum JobKind {
+    AckEmail,
+    GithubIssue,
+    FollowupEmail,
+}
+
+/// Where a delivery job stands.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum DeliveryState {
+    /// Due at `run_at` (a first attempt, a retry or a wait).
+    Pending,
+    /// Held by a worker under a lease.
+    Running,
+    Done,
+    /// Given up; an operator may retry it.
+    Dead,
+    /// Deliberately not done (a cap); an operator may retry it.
+    Skipped,
+}
+
+impl DeliveryState {
+    /// Whether an operator may queue it again (`deliveries retry`).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, DeliveryState::Dead | DeliveryState::Skipped)
+    }
+}
+
+/// One delivery job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub ticket_id: i64,
+    pub kind: JobKind,
+    pub state: DeliveryState,
+    pub attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// What `retry_delivery` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Pending again, due now, with a fresh set of attempts.
+    Queued,
+    NotFound,
+    /// Only dead or skipped deliveries are retried; this one is in `state`.
+    NotRetryable {
+        state: DeliveryState,
+    },
+}
+
+/// A job a worker holds under a lease. Only the holder of `lease_token` may record its outcome.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub ticket_id: i64,
+    pub kind: JobKind,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub lease_token: String,
+    /// When the first attempt started; the GitHub filer looks for its marker among issues since then.
+    pub first_attempt_at: DateTime<Utc>,
+    /// The issue event a follow-up email answers.
+    pub event_id: Option<i64>,
+}
+
+/// What recording a webhook delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// This delivery id was handled before: nothing done.
+    Duplicate,
+    /// Noted; nothing in it concerns a ticket.
+    Noted,
+    /// About an issue the service did not file: noted, nothing else.
+    UnknownIssue,
+    /// Recorded on the ticket; a close queued a follow-up email.
+    Recorded { reference: String, followup_queued: bool },
+}
+
+/// What became of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Done. An acknowledgement records its Message-ID and recipient; an issue where it was filed.
+    Done(Completion),
+    /// Try again at this time.
+    Retry { at: DateTime<Utc>, error: String },
+    /// Given up: a configuration or content fault, or the last attempt failed.
+    Dead { error: String },
+    /// Deliberately not done (e.g. the per-address acknowledgement cap), with the reason.
+    Skipped { reason: String },
+    /// Cannot be done yet for a reason outside the job (missing configuration, a rate limit): wait
+    /// until `at` without counting the attempt.
+    Wait { at: DateTime<Utc>, reason: String },
+}
+
+impl JobOutcome {
+    /// The result word metrics count it under.
+    pub fn result(&self) -> &'static str {
+        match self {
+            JobOutcome::Done(_) => "done",
+            JobOutcome::Retry { .. } => "retry",
+            JobOutcome::Dead { .. } => "dead",
+            JobOutcome::Skipped { .. } => "skipped",
+            JobOutcome::Wait { .. } => "wait",
+        }
+    }
+}
+
+/// The columns an outcome sets on its job row, shared by both backends.
+pub(super) struct OutcomeRow<'a> {
+    pub state: DeliveryState,
+    pub run_at: Option<DateTime<Utc>>,
+    pub error: Option<&'a str>,
+    pub done_at: Option<DateTime<Utc>>,
+    /// 1 when the attempt is not to count (a wait), else 0.
+    pub refund: i32,
+}
+
+impl JobOutcome {
+    pub(super) fn row(&self, now: DateTime<Utc>) -> OutcomeRow<'_> {
+        let (state, run_at, error, done_at) = match self {
+            JobOutcome::Done(_) => (DeliveryState::Done, None, None, Some(now)),
+            JobOutcome::Retry { at, error } => (DeliveryState::Pending, Some(*at), Some(error.as_str()), None),
+            JobOutcome::Dead { error } => (DeliveryState::Dead, None, Some(error.as_str()), None),
+            JobOutcome::Skipped { reason } => (DeliveryState::Skipped, None, Some(reason.as_str()), Some(now)),
+            JobOutcome::Wait { at, reason } => (DeliveryState::Pending, Some(*at), Some(reason.as_str()), None),
+        };
+        OutcomeRow {
+            state,
+            run_at,
+            error,
+            done_at,
+            refund: i32::from(matches!(self, JobOutcome::Wait { .. })),
+        }
+    }
+}
+
+/// The record a finished job leaves on its ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Plain,
+    Ack { message_id: String, email: String },
+    Issue { repo: String, number: i64, url: String },
+}
+
+/// The caps an acknowledgement is sent under, for one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckCaps {
+    /// The address, lowercased ([`ack_address`]).
+    pub email: String,
+    pub domain: String,
+    pub per_email: i64,
+    pub per_email_since: DateTime<Utc>,
+    pub per_domain: i64,
+    pub per_domain_since: DateTime<Utc>,
+}
+
+/// Which acknowledgement cap a reservation ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckCap {
+    PerAddress,
+    PerDomain,
+}
+
+/// An address as the acknowledgement caps count it: trimmed and lowercased, the local part too
+/// (as the rate limiter does), so `Victim@` and `vIctim@` are one address.
+pub fn ack_address(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Outbox counts for health and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    /// Jobs neither done nor dead (nor skipped), waiting retries included.
+    pub pending: i64,
+    pub dead: i64,
+    pub oldest_pending_seconds: i64,
+}
