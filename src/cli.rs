@@ -1,6 +1,5 @@
 //! The command line: `serve`, `migrate`, `check`, and the ops commands (`cli_ops`).
 
-use crate::domain::ClosedSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +13,7 @@ use secrecy::ExposeSecret;
 
 use crate::cli_ops::{self, DeliveriesCommand, TicketsCommand, TokensCommand};
 use crate::config::{EmailTransport, Settings, Source};
+use crate::domain::ClosedSet;
 use crate::email::Mailer;
 use crate::github::GithubClient;
 use crate::startup;

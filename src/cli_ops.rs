@@ -2,14 +2,13 @@
 //! changes state needs `--reason`, names the local user as the actor and writes the audit log in
 //! the same transaction as the change.
 
-use crate::domain::ClosedSet;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 use crate::audit::{check_reason, local_actor, AuditEntry};
 use crate::config::Settings;
-use crate::domain::Ticket;
+use crate::domain::{ClosedSet, Ticket};
 use crate::ops::{ticket_filter_errors, TicketLine};
 use crate::startup;
 use crate::store::{Store, StoreError};
@@ -338,7 +337,7 @@ pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsComman
                         d.kind.id(),
                         d.state,
                         d.attempts,
-                        d.last_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+                        d.note().map(|e| format!("  ({e})")).unwrap_or_default()
                     );
                 }
             }
@@ -372,7 +371,7 @@ pub async fn deliveries_cmd(json: bool, settings: &Settings, command: Deliveries
                         d.state,
                         d.attempts,
                         d.run_at.format("%Y-%m-%d %H:%M:%S"),
-                        d.last_error.map(|e| format!("  ({e})")).unwrap_or_default()
+                        d.note().map(|e| format!("  ({e})")).unwrap_or_default()
                     );
                 }
                 ExitCode::SUCCESS

@@ -3,7 +3,6 @@
 //! Everything has an embedded default so that `intake serve` runs with no file at all. A bad value
 //! stops start-up with one message that names the key (see [`ConfigError`]).
 
-use crate::domain::ClosedSet;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,7 +16,7 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::domain::RequestType;
+use crate::domain::{ClosedSet, RequestType};
 
 /// Why the settings could not be loaded; the message names the key (or the file) at fault.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,12 @@
 //! Taking a submission in: categorise it, decide its delivery jobs, store it durably with them.
 
-use crate::domain::ClosedSet;
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::classify::Classifier;
 use crate::domain::Channel;
-use crate::domain::{IdempotencyKey, Reference, Submission};
+use crate::domain::{ClosedSet, IdempotencyKey, Reference, Submission};
 use crate::store::queue::JobKind;
 use crate::store::{InsertOutcome, NewTicket, StoreError, TicketWriter};
 

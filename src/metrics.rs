@@ -3,7 +3,6 @@
 //! latency histograms per route. Counters are atomics; the histogram map is read-locked on the hot
 //! path and written once per new route.
 
-use crate::domain::ClosedSet;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +10,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::abuse::Refusals;
-use crate::domain::RequestType;
+use crate::domain::{ClosedSet, RequestType};
 use crate::store::queue::{JobKind, OutboxStats};
 
 /// How a stored submission turned out.

@@ -1,9 +1,10 @@
 //! What the ops commands and the ops API show of tickets: list lines without customer text,
 //! the list's filters, and a ticket's timeline.
 
-use crate::domain::ClosedSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use crate::domain::ClosedSet;
 
 /// A ticket as the ops lists show it: no customer text.
 #[derive(Debug, Serialize)]

@@ -1,14 +1,13 @@
 //! The labelled corpus (`tests/classify/*.toml`) and the evaluation of the whole classifier on it:
 //! per-class precision and recall, a confusion table, and the three gate figures.
 
-use crate::domain::ClosedSet;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
 use super::Classifier;
-use crate::domain::{RequestType, UnsupportedReason};
+use crate::domain::{ClosedSet, RequestType, UnsupportedReason};
 
 /// One labelled message.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,10 +1,11 @@
-use crate::domain::ClosedSet;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use validator::ValidateEmail;
 
 use super::text::{clean_multi_line, clean_single_line};
 use super::RequestType;
+
+use crate::domain::ClosedSet;
 
 /// One problem with one field, shown beside the field on the form and listed in problem details.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

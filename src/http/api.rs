@@ -1,6 +1,5 @@
 //! `POST /api/v1/tickets`: the JSON submission endpoint.
 
-use crate::domain::ClosedSet;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -10,7 +9,7 @@ use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::error::ApiError;
 use super::AppState;
 use crate::abuse::{OverLimit, Refusal};
-use crate::domain::{Channel, TicketSummary};
+use crate::domain::{Channel, ClosedSet, TicketSummary};
 use crate::domain::{FieldError, IdempotencyKey, RawSubmission};
 use crate::store::InsertOutcome;
 

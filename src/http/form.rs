@@ -1,7 +1,6 @@
 //! The HTML help form: `GET /`, `POST /`, `GET /submitted/{ref}`. Works without JavaScript; every
 //! refusal re-renders the form with what the customer typed.
 
-use crate::domain::ClosedSet;
 use std::collections::BTreeMap;
 
 use actix_web::http::{header, StatusCode};
@@ -13,7 +12,7 @@ use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::AppState;
 use crate::abuse::{Decoy, OverLimit, Refusal};
 use crate::domain::Channel;
-use crate::domain::{FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason};
+use crate::domain::{ClosedSet, FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason};
 use crate::form_token::TokenError;
 use crate::store::InsertOutcome;
 use crate::templates::Templates;

@@ -156,7 +156,7 @@ async fn checks(state: &AppState) -> Health {
         None => match state.store.waiting_reason(JobKind::GithubIssue).await {
             Ok(Some(reason)) => Check {
                 status: Status::Degraded,
-                detail: format!("some issues wait: {}", reason.trim_start_matches("waiting: ")),
+                detail: format!("some issues wait: {reason}"),
             },
             _ => match state.store.failing_reason(JobKind::GithubIssue).await {
                 Ok(Some(error)) => Check {

@@ -1,7 +1,6 @@
 //! The delivery worker: claim due jobs with a lease, commit, do the network call, record the outcome.
 //! Never holds a transaction across a network call; every handler is safe to run twice.
 
-use crate::domain::ClosedSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,11 @@ use std::num::NonZeroU32;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::{GithubRoute, Rate};
-use crate::domain::RequestType;
 use crate::domain::Ticket;
+use crate::domain::{ClosedSet, RequestType};
 use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
-use crate::store::queue::{ack_address, AckCap, AckCaps, ClaimedJob, Completion, JobKind, JobOutcome};
+use crate::store::queue::{ack_address, AckCap, AckCaps, ClaimedJob, Completion, JobKind, JobOutcome, WaitReason};
 use crate::store::{email_domain, FilerLock, Store, StoreError};
 use crate::templates::Templates;
 use lettre::Message;
@@ -291,7 +290,8 @@ impl Deliverer {
             JobKind::GithubIssue if self.ctx.github.is_some() => self.file_issue(job).await?,
             other => JobOutcome::Wait {
                 at: Utc::now() + chrono::Duration::minutes(1),
-                reason: format!("waiting: no worker for {} jobs in this process", other.id()),
+                reason: WaitReason::NoWorker,
+                detail: format!("no worker for {} jobs in this process", other.id()),
             },
         };
         self.ctx.metrics.delivery(job.kind, outcome.result());
@@ -417,7 +417,8 @@ impl Deliverer {
         let Some(gh) = self.ctx.github.as_ref() else {
             return Ok(JobOutcome::Wait {
                 at: Utc::now() + WAIT_FOR_CONFIGURATION,
-                reason: "waiting: GitHub is not configured".into(),
+                reason: WaitReason::GithubNotConfigured,
+                detail: "GitHub is not configured".into(),
             });
         };
         let ticket = match self.job_ticket(job).await? {
@@ -428,7 +429,8 @@ impl Deliverer {
         let Some(route) = gh.routes.get(type_id) else {
             return Ok(JobOutcome::Wait {
                 at: Utc::now() + WAIT_FOR_CONFIGURATION,
-                reason: format!("waiting: no github.routes.{type_id}.repo is configured"),
+                reason: WaitReason::NoRoute,
+                detail: format!("no github.routes.{type_id}.repo is configured"),
             });
         };
         let repo = route.repo.as_str();
@@ -440,9 +442,8 @@ impl Deliverer {
             tracing::warn!(repo, "security ticket not filed: its route is a public repository");
             return Ok(JobOutcome::Wait {
                 at: Utc::now() + WAIT_FOR_CONFIGURATION,
-                reason: format!(
-                    "waiting: security tickets are never filed in a public repository, and {repo} is public"
-                ),
+                reason: WaitReason::PublicSecurityRoute,
+                detail: format!("security tickets are never filed in a public repository, and {repo} is public"),
             });
         }
         let marker = marker(&ticket.reference);
@@ -494,7 +495,8 @@ impl Deliverer {
                 let at = self.ctx.retry.next_attempt(1, until, None).unwrap_or(until);
                 JobOutcome::Wait {
                     at,
-                    reason: format!("waiting: {e}"),
+                    reason: WaitReason::RateLimited,
+                    detail: e.to_string(),
                 }
             }
             GithubError::Transient { message, .. } => self.failed(job, true, message),

@@ -1,6 +1,5 @@
 //! PostgreSQL, for deployments with several instances on one database.
 
-use crate::domain::ClosedSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use super::{email_domain, FilerLock};
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
-use crate::domain::{FiledIssue, IssueAction, IssueEvent, TicketEvent};
+use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, TicketEvent};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
@@ -342,7 +341,7 @@ impl Store for PostgresStore {
         let row = outcome.row(now);
         let updated = sqlx::query(
             "UPDATE deliveries SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, done_at = $4, \
-             lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8 \
+             lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8, wait_reason = $9 \
              WHERE id = $6 AND lease_token = $7 AND state = 'running'",
         )
         .bind(row.state.id())
@@ -353,6 +352,7 @@ impl Store for PostgresStore {
         .bind(job.id)
         .bind(&job.lease_token)
         .bind(row.refund)
+        .bind(row.wait_reason.map(ClosedSet::id))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -457,7 +457,7 @@ impl Store for PostgresStore {
 
     async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT last_error FROM deliveries WHERE kind = $1 AND state = 'pending' AND last_error LIKE 'waiting:%' \
+            "SELECT last_error FROM deliveries WHERE kind = $1 AND state = 'pending' AND wait_reason IS NOT NULL \
              ORDER BY id DESC LIMIT 1",
         )
         .bind(kind.id())
@@ -468,7 +468,7 @@ impl Store for PostgresStore {
     async fn failing_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT last_error FROM deliveries WHERE kind = $1 AND state = 'pending' AND attempts > 0 \
-             AND last_error IS NOT NULL AND last_error NOT LIKE 'waiting:%' ORDER BY updated_at DESC LIMIT 1",
+             AND last_error IS NOT NULL AND wait_reason IS NULL ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(kind.id())
         .fetch_optional(&self.pool)
@@ -730,7 +730,7 @@ impl Store for PostgresStore {
         }
         sqlx::query(
             "UPDATE deliveries SET state = 'pending', run_at = $1, attempts = 0, lease_until = NULL, \
-             lease_token = NULL, done_at = NULL, updated_at = $1 WHERE id = $2",
+             lease_token = NULL, done_at = NULL, wait_reason = NULL, updated_at = $1 WHERE id = $2",
         )
         .bind(audit.at)
         .bind(id)
@@ -779,7 +779,7 @@ async fn append_audit(tx: &mut PgConnection, audit: &AuditEntry) -> Result<(), S
     Ok(())
 }
 
-const DELIVERY_COLUMNS: &str = "id, ticket_id, kind, state, attempts, run_at, last_error, done_at";
+const DELIVERY_COLUMNS: &str = "id, ticket_id, kind, state, attempts, run_at, last_error, wait_reason, done_at";
 
 fn delivery_from_row(r: &PgRow) -> Result<Delivery, StoreError> {
     Ok(Delivery {
@@ -790,6 +790,7 @@ fn delivery_from_row(r: &PgRow) -> Result<Delivery, StoreError> {
         attempts: r.try_get("attempts")?,
         run_at: r.try_get("run_at")?,
         last_error: r.try_get("last_error")?,
+        wait_reason: parse_optional_id("wait reason", r.try_get("wait_reason")?)?,
         done_at: r.try_get("done_at")?,
     })
 }

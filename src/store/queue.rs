@@ -26,6 +26,34 @@ pub enum JobKind {
     FollowupEmail,
 }
 
+/// Why a pending delivery waits rather than being attempted: something outside the job.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum WaitReason {
+    /// No worker for this kind of job runs in this process.
+    NoWorker,
+    GithubNotConfigured,
+    /// No `github.routes.<type>.repo` for the ticket's type.
+    NoRoute,
+    /// A security ticket whose route is a public repository.
+    PublicSecurityRoute,
+    /// GitHub's rate limit, until its reset time.
+    RateLimited,
+}
+
 /// Where a delivery job stands.
 #[derive(
     Debug,
@@ -71,7 +99,19 @@ pub struct Delivery {
     pub attempts: i32,
     pub run_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    /// Why it waits, while it does.
+    pub wait_reason: Option<WaitReason>,
     pub done_at: Option<DateTime<Utc>>,
+}
+
+impl Delivery {
+    /// What a person is told about its last attempt: why it waits, or what failed.
+    pub fn note(&self) -> Option<String> {
+        match (self.wait_reason, &self.last_error) {
+            (Some(reason), detail) => Some(format!("waiting ({reason}): {}", detail.as_deref().unwrap_or(""))),
+            (None, error) => error.clone(),
+        }
+    }
 }
 
 /// What `retry_delivery` found.
@@ -126,8 +166,12 @@ pub enum JobOutcome {
     /// Deliberately not done (e.g. the per-address acknowledgement cap), with the reason.
     Skipped { reason: String },
     /// Cannot be done yet for a reason outside the job (missing configuration, a rate limit): wait
-    /// until `at` without counting the attempt.
-    Wait { at: DateTime<Utc>, reason: String },
+    /// until `at` without counting the attempt. `detail` says it for a person.
+    Wait {
+        at: DateTime<Utc>,
+        reason: WaitReason,
+        detail: String,
+    },
 }
 
 impl JobOutcome {
@@ -149,6 +193,8 @@ pub(super) struct OutcomeRow<'a> {
     pub run_at: Option<DateTime<Utc>>,
     pub error: Option<&'a str>,
     pub done_at: Option<DateTime<Utc>>,
+    /// Set for a wait, cleared otherwise.
+    pub wait_reason: Option<WaitReason>,
     /// 1 when the attempt is not to count (a wait), else 0.
     pub refund: i32,
 }
@@ -160,13 +206,17 @@ impl JobOutcome {
             JobOutcome::Retry { at, error } => (DeliveryState::Pending, Some(*at), Some(error.as_str()), None),
             JobOutcome::Dead { error } => (DeliveryState::Dead, None, Some(error.as_str()), None),
             JobOutcome::Skipped { reason } => (DeliveryState::Skipped, None, Some(reason.as_str()), Some(now)),
-            JobOutcome::Wait { at, reason } => (DeliveryState::Pending, Some(*at), Some(reason.as_str()), None),
+            JobOutcome::Wait { at, detail, .. } => (DeliveryState::Pending, Some(*at), Some(detail.as_str()), None),
         };
         OutcomeRow {
             state,
             run_at,
             error,
             done_at,
+            wait_reason: match self {
+                JobOutcome::Wait { reason, .. } => Some(*reason),
+                _ => None,
+            },
             refund: i32::from(matches!(self, JobOutcome::Wait { .. })),
         }
     }
@@ -212,4 +262,60 @@ pub struct OutboxStats {
     pub pending: i64,
     pub dead: i64,
     pub oldest_pending_seconds: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ClosedSet;
+
+    #[test]
+    fn ids_round_trip_and_pad_in_columns() {
+        for state in DeliveryState::all() {
+            assert_eq!(DeliveryState::parse(state.id()), Some(state));
+        }
+        for reason in WaitReason::all() {
+            assert_eq!(WaitReason::parse(&reason.to_string()), Some(reason));
+        }
+        assert_eq!(JobKind::parse("github_issue"), Some(JobKind::GithubIssue));
+        assert_eq!(JobKind::parse("GithubIssue"), None);
+        assert_eq!(format!("{:<8}|", DeliveryState::Dead), "dead    |");
+        assert_eq!(DeliveryState::ids_listed(), "pending, running, done, dead or skipped");
+    }
+
+    #[test]
+    fn a_wait_is_stored_as_its_reason_and_cleared_by_any_other_outcome() {
+        let now = Utc::now();
+        let wait = JobOutcome::Wait {
+            at: now,
+            reason: WaitReason::NoRoute,
+            detail: "no github.routes.billing.repo is configured".into(),
+        };
+        let row = wait.row(now);
+        assert_eq!(
+            (row.state, row.wait_reason, row.refund),
+            (DeliveryState::Pending, Some(WaitReason::NoRoute), 1)
+        );
+        assert_eq!(row.error, Some("no github.routes.billing.repo is configured"));
+        let retry = JobOutcome::Retry {
+            at: now,
+            error: "timeout".into(),
+        };
+        assert_eq!(retry.row(now).wait_reason, None);
+        let delivery = Delivery {
+            id: 1,
+            ticket_id: 1,
+            kind: JobKind::GithubIssue,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            run_at: now,
+            last_error: Some("GitHub is not configured".into()),
+            wait_reason: Some(WaitReason::GithubNotConfigured),
+            done_at: None,
+        };
+        assert_eq!(
+            delivery.note().unwrap(),
+            "waiting (github_not_configured): GitHub is not configured"
+        );
+    }
 }

@@ -1,7 +1,6 @@
 //! The embedded default: SQLite in WAL mode with `synchronous=FULL`, so a commit is on disk before
 //! the client hears `202`.
 
-use crate::domain::ClosedSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
-use crate::domain::{FiledIssue, IssueAction, IssueEvent, TicketEvent};
+use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, TicketEvent};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
@@ -367,7 +366,7 @@ impl Store for SqliteStore {
         let row = outcome.row(now);
         let updated = sqlx::query(
             "UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), last_error = ?, done_at = ?, \
-             lease_until = NULL, lease_token = NULL, updated_at = ?, attempts = attempts - ? \
+             lease_until = NULL, lease_token = NULL, updated_at = ?, attempts = attempts - ?, wait_reason = ? \
              WHERE id = ? AND lease_token = ? AND state = 'running'",
         )
         .bind(row.state.id())
@@ -376,6 +375,7 @@ impl Store for SqliteStore {
         .bind(row.done_at.map(ms))
         .bind(ms(now))
         .bind(row.refund)
+        .bind(row.wait_reason.map(ClosedSet::id))
         .bind(job.id)
         .bind(&job.lease_token)
         .execute(&mut *tx)
@@ -479,7 +479,7 @@ impl Store for SqliteStore {
 
     async fn waiting_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT last_error FROM deliveries WHERE kind = ? AND state = 'pending' AND last_error LIKE 'waiting:%' \
+            "SELECT last_error FROM deliveries WHERE kind = ? AND state = 'pending' AND wait_reason IS NOT NULL \
              ORDER BY id DESC LIMIT 1",
         )
         .bind(kind.id())
@@ -490,7 +490,7 @@ impl Store for SqliteStore {
     async fn failing_reason(&self, kind: JobKind) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT last_error FROM deliveries WHERE kind = ? AND state = 'pending' AND attempts > 0 \
-             AND last_error IS NOT NULL AND last_error NOT LIKE 'waiting:%' ORDER BY updated_at DESC LIMIT 1",
+             AND last_error IS NOT NULL AND wait_reason IS NULL ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(kind.id())
         .fetch_optional(&self.reader)
@@ -746,7 +746,7 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "UPDATE deliveries SET state = 'pending', run_at = ?1, attempts = 0, lease_until = NULL, \
-             lease_token = NULL, done_at = NULL, updated_at = ?1 WHERE id = ?2",
+             lease_token = NULL, done_at = NULL, wait_reason = NULL, updated_at = ?1 WHERE id = ?2",
         )
         .bind(ms(audit.at))
         .bind(id)
@@ -787,7 +787,7 @@ async fn append_audit(tx: &mut SqliteConnection, audit: &AuditEntry) -> Result<(
     Ok(())
 }
 
-const DELIVERY_COLUMNS: &str = "id, ticket_id, kind, state, attempts, run_at, last_error, done_at";
+const DELIVERY_COLUMNS: &str = "id, ticket_id, kind, state, attempts, run_at, last_error, wait_reason, done_at";
 
 fn delivery_from_row(r: &SqliteRow) -> Result<Delivery, StoreError> {
     Ok(Delivery {
@@ -798,6 +798,7 @@ fn delivery_from_row(r: &SqliteRow) -> Result<Delivery, StoreError> {
         attempts: r.try_get("attempts")?,
         run_at: from_ms(r.try_get("run_at")?)?,
         last_error: r.try_get("last_error")?,
+        wait_reason: parse_optional_id("wait reason", r.try_get("wait_reason")?)?,
         done_at: r.try_get::<Option<i64>, _>("done_at")?.map(from_ms).transpose()?,
     })
 }

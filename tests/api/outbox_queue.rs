@@ -1,13 +1,12 @@
 //! The outbox queue on both backends: leases, outcomes, expiry, and no job held twice at once.
 
-use intake::store::queue::DeliveryState;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use intake::domain::RawSubmission;
-use intake::store::queue::{AckCap, AckCaps, Completion, JobKind, JobOutcome};
+use intake::store::queue::{AckCap, AckCaps, Completion, DeliveryState, JobKind, JobOutcome};
 use intake::store::{self, NewTicket, Store};
 use secrecy::SecretString;
 

@@ -1,11 +1,10 @@
 //! The storage conformance suite: the same cases on SQLite and PostgreSQL.
 
-use intake::store::queue::DeliveryState;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use intake::domain::RawSubmission;
-use intake::store::queue::JobKind;
+use intake::store::queue::{DeliveryState, JobKind, JobOutcome, WaitReason};
 use intake::store::{InsertOutcome, NewTicket, Store};
 
 use crate::helpers::{new_ticket, open_store, Backend, TestDatabase};
@@ -165,6 +164,108 @@ async fn each_ticket_of_a_batch_gets_its_own_jobs(backend: Backend) {
     }
 }
 
+async fn a_wait_is_told_apart_from_a_failure_by_its_reason(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let t = ticket("Needs filing", None);
+    store.insert_tickets(std::slice::from_ref(&t)).await.unwrap();
+    let lease = std::time::Duration::from_secs(60);
+    let now = Utc::now();
+    let job = store
+        .claim_jobs(&[JobKind::GithubIssue], now, lease, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let wait = JobOutcome::Wait {
+        at: now,
+        reason: WaitReason::NoRoute,
+        detail: "no github.routes.product.repo is configured".into(),
+    };
+    assert!(store.finish_job(&job, &wait, now).await.unwrap());
+    assert_eq!(
+        store.waiting_reason(JobKind::GithubIssue).await.unwrap().as_deref(),
+        Some("no github.routes.product.repo is configured")
+    );
+    assert_eq!(store.failing_reason(JobKind::GithubIssue).await.unwrap(), None);
+    let d = store.deliveries_for_ticket(job.ticket_id).await.unwrap();
+    let d = d.iter().find(|d| d.kind == JobKind::GithubIssue).unwrap();
+    assert_eq!(
+        (d.state, d.wait_reason, d.attempts),
+        (DeliveryState::Pending, Some(WaitReason::NoRoute), 0)
+    );
+
+    // The next attempt fails for real: a failure, no longer a wait.
+    let later = now + Duration::seconds(1);
+    let job = store
+        .claim_jobs(&[JobKind::GithubIssue], later, lease, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let retry = JobOutcome::Retry {
+        at: later,
+        error: "GitHub answered 502".into(),
+    };
+    assert!(store.finish_job(&job, &retry, later).await.unwrap());
+    assert_eq!(store.waiting_reason(JobKind::GithubIssue).await.unwrap(), None);
+    assert_eq!(
+        store.failing_reason(JobKind::GithubIssue).await.unwrap().as_deref(),
+        Some("GitHub answered 502")
+    );
+    let d = store.deliveries_for_ticket(job.ticket_id).await.unwrap();
+    assert_eq!(
+        d.iter().find(|d| d.kind == JobKind::GithubIssue).unwrap().wait_reason,
+        None
+    );
+}
+
+/// What an earlier release wrote for a waiting job: the reason as a prefix of `last_error`.
+async fn an_earlier_releases_waiting_text_is_converted_to_a_reason(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t = ticket("Written by an earlier release", None);
+    store.insert_tickets(std::slice::from_ref(&t)).await.unwrap();
+    let old_row = "UPDATE deliveries SET last_error = 'waiting: no github.routes.product.repo is configured', \
+                   wait_reason = NULL WHERE kind = 'github_issue'";
+    // The conversion the migration runs, without its ALTER (the column exists already).
+    let migration = match backend {
+        Backend::Sqlite => include_str!("../../migrations/sqlite/0006_wait_reason.sql"),
+        Backend::Postgres => include_str!("../../migrations/postgres/0006_wait_reason.sql"),
+    };
+    let conversion = &migration[migration.find("UPDATE deliveries").unwrap()..];
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            for sql in [old_row, conversion] {
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            for sql in [old_row, conversion] {
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+    let back = store.ticket_by_reference(t.reference.as_str()).await.unwrap().unwrap();
+    let d = store.deliveries_for_ticket(back.id).await.unwrap();
+    let d = d.iter().find(|d| d.kind == JobKind::GithubIssue).unwrap();
+    assert_eq!(d.wait_reason, Some(WaitReason::NoRoute));
+    assert_eq!(
+        d.last_error.as_deref(),
+        Some("no github.routes.product.repo is configured")
+    );
+    assert_eq!(
+        store.waiting_reason(JobKind::GithubIssue).await.unwrap().as_deref(),
+        Some("no github.routes.product.repo is configured")
+    );
+}
+
 async fn migrations_can_run_twice(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
@@ -179,5 +280,7 @@ on_both_backends!(
     a_reference_collision_draws_a_new_reference,
     outbox_stats_count_pending_and_age,
     each_ticket_of_a_batch_gets_its_own_jobs,
+    a_wait_is_told_apart_from_a_failure_by_its_reason,
+    an_earlier_releases_waiting_text_is_converted_to_a_reason,
     migrations_can_run_twice,
 );
