@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::classify::Classifier;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 
 use crate::cli_ops::{self, DeliveriesCommand, TicketsCommand, TokensCommand};
 use crate::config::{EmailTransport, Settings, Source};
@@ -399,21 +398,17 @@ async fn check_email(settings: &Settings) -> CheckLine {
 /// route to a public repository fails the check, since such tickets would wait forever.
 async fn check_github(settings: &Settings) -> Vec<CheckLine> {
     let gh = &settings.github;
-    let Some(token) = gh.token.clone().filter(|t| !t.expose_secret().is_empty()) else {
-        return vec![CheckLine {
-            name: "github",
-            // Unconfigured filing is a choice, not a failure: jobs wait.
-            ok: true,
-            detail: "not configured (github.token is not set); filing jobs wait in the outbox".to_owned(),
-        }];
+    let token = match gh.filing_token() {
+        Ok(token) => token.clone(),
+        Err(why) => {
+            return vec![CheckLine {
+                name: "github",
+                // Unconfigured filing is a choice, not a failure: jobs wait.
+                ok: true,
+                detail: format!("not configured ({why}); filing jobs wait in the outbox"),
+            }]
+        }
     };
-    if gh.routes.is_empty() {
-        return vec![CheckLine {
-            name: "github",
-            ok: true,
-            detail: "not configured (no github.routes); filing jobs wait in the outbox".to_owned(),
-        }];
-    }
     let client = match GithubClient::new(gh.api_url.as_str(), token, Duration::from_secs(gh.timeout_seconds)) {
         Ok(c) => c,
         Err(e) => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::{ClosedSet, RequestType};
@@ -197,6 +197,38 @@ pub struct GithubSettings {
     pub timeout_seconds: u64,
     /// The labels that say what the categorisation decided, added to the route's.
     pub decision_labels: DecisionLabels,
+}
+
+/// Why GitHub filing is not configured (filing jobs then wait in the outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GithubUnconfigured {
+    NoToken,
+    NoRoutes,
+}
+
+impl std::fmt::Display for GithubUnconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GithubUnconfigured::NoToken => "github.token is not set",
+            GithubUnconfigured::NoRoutes => "no github.routes are configured",
+        })
+    }
+}
+
+impl GithubSettings {
+    /// The token to file with, when filing is configured: a token and at least one route. The
+    /// one place that decides it (start-up, health, `intake check` and the worker ask here).
+    pub fn filing_token(&self) -> Result<&SecretString, GithubUnconfigured> {
+        let token = self
+            .token
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
+            .ok_or(GithubUnconfigured::NoToken)?;
+        if self.routes.is_empty() {
+            return Err(GithubUnconfigured::NoRoutes);
+        }
+        Ok(token)
+    }
 }
 
 /// Labels for what a decision means, so the team sees it in the issue list.

@@ -11,7 +11,7 @@ pub mod email;
 pub mod form_token;
 pub mod github;
 pub mod http;
-pub mod intake;
+pub mod submit;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;

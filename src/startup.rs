@@ -28,7 +28,7 @@ use crate::http::{
     limit_head, observe_latency, request_id_header, routes, security_headers, track_handler, AppState, ClientResolver,
     DeadlineStream, Deadlines, DeliveryConfig, RequestSpan,
 };
-use crate::intake::Intake;
+use crate::submit::Submitter;
 use crate::metrics::Metrics;
 use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
@@ -104,14 +104,11 @@ pub fn delivery_context(
 /// GitHub filing when a token and at least one route are configured.
 fn github_filing(settings: &Settings) -> anyhow::Result<Option<GithubFiling>> {
     let gh = &settings.github;
-    let Some(token) = gh.token.clone().filter(|t| !t.expose_secret().is_empty()) else {
+    let Ok(token) = gh.filing_token() else {
         return Ok(None);
     };
-    if gh.routes.is_empty() {
-        return Ok(None);
-    }
     Ok(Some(GithubFiling {
-        client: GithubClient::new(gh.api_url.as_str(), token, Duration::from_secs(gh.timeout_seconds))?,
+        client: GithubClient::new(gh.api_url.as_str(), token.clone(), Duration::from_secs(gh.timeout_seconds))?,
         routes: gh.routes.clone(),
         decision_labels: gh.decision_labels.clone(),
         pacer: gh.pacing.then(|| Pacer::new(gh.per_minute, gh.per_hour)),
@@ -133,18 +130,7 @@ pub fn delivery_config(settings: &Settings) -> DeliveryConfig {
         EmailTransport::File => format!("file transport writing to {}", settings.email.file_dir.display()),
         EmailTransport::Smtp => "smtp transport".to_owned(),
     };
-    let github_missing = if settings
-        .github
-        .token
-        .as_ref()
-        .is_none_or(|t| t.expose_secret().is_empty())
-    {
-        Some("github.token is not set".to_owned())
-    } else if settings.github.routes.is_empty() {
-        Some("no github.routes are configured".to_owned())
-    } else {
-        None
-    };
+    let github_missing = settings.github.filing_token().err().map(|why| why.to_string());
     DeliveryConfig {
         email_detail,
         github_missing,
@@ -170,7 +156,7 @@ impl Application {
             writer_count,
             Arc::clone(&wake),
         );
-        let intake = Intake::new(
+        let submitter = Submitter::new(
             writer,
             classifier,
             settings.tickets.reference_prefix.clone(),
@@ -213,7 +199,7 @@ impl Application {
         ));
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
-            intake,
+            submitter,
             templates: Templates::new(),
             form_tokens: FormTokens::new(settings.server.form_secret.as_ref()),
             site_name: settings.server.site_name.clone(),

@@ -181,7 +181,7 @@ pub async fn submit(
         .map_err(too_many)?;
     let submission = raw.validate().map_err(ApiError::Invalid)?;
     let outcome = state
-        .intake
+        .submitter
         .submit(submission, Channel::Api, key)
         .await
         .map_err(ApiError::Unavailable)?;

@@ -170,10 +170,10 @@ pub fn form_fields(body: &[u8]) -> Option<(RawSubmission, FormExtras)> {
 /// whose reference exists nowhere but shows like a real one (see [`crate::abuse::Decoys`]).
 /// Nothing is stored, mailed or filed.
 fn looks_accepted(state: &AppState, nonce: &str, submission: &crate::domain::Submission) -> HttpResponse {
-    let classification = state.intake.classify(submission);
+    let classification = state.submitter.classify(submission);
     let reference = state.decoys.remember(
         nonce,
-        Reference::generate(state.intake.reference_prefix()).to_string(),
+        Reference::generate(state.submitter.reference_prefix()).to_string(),
         Decoy {
             filed_type: classification.filed_as,
             unsupported: classification.unsupported,
@@ -323,7 +323,7 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
         return looks_accepted(&state, &verified.nonce, &submission);
     }
     let key = IdempotencyKey::from_form_nonce(&verified.nonce);
-    let outcome = state.intake.submit(submission, Channel::Form, Some(key)).await;
+    let outcome = state.submitter.submit(submission, Channel::Form, Some(key)).await;
     if let Ok(o) = &outcome {
         super::api::record_submission(&state, o);
     }

@@ -3,7 +3,7 @@
 mod api;
 mod auth;
 mod body;
-mod client;
+mod client_ip;
 mod conn;
 mod error;
 mod form;
@@ -23,16 +23,16 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::abuse::{LimitKind, OverLimit, RateLimits, Refusal, Refusals};
 use crate::form_token::FormTokens;
-use crate::intake::Intake;
+use crate::submit::Submitter;
 use crate::store::Store;
 use crate::templates::Templates;
-pub use client::Client;
+pub use client_ip::Client;
 use secrecy::SecretString;
 use tokio::sync::Notify;
 
 pub use api::{parse as parse_json_submission, Accepted};
 pub use auth::{authorize, Caller};
-pub use client::ClientResolver;
+pub use client_ip::ClientResolver;
 pub use conn::{track_handler, DeadlineStream, Deadlines};
 pub use error::{ApiError, Problem};
 pub use form::{form_fields as parse_form_submission, form_page, FormExtras};
@@ -51,7 +51,7 @@ pub struct DeliveryConfig {
 /// Shared by every request handler.
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub intake: Intake,
+    pub submitter: Submitter,
     pub templates: Templates,
     pub form_tokens: FormTokens,
     pub site_name: String,

@@ -287,12 +287,7 @@ impl Deliverer {
         let outcome = match job.kind {
             JobKind::AckEmail => self.acknowledge(job).await?,
             JobKind::FollowupEmail => self.follow_up(job).await?,
-            JobKind::GithubIssue if self.ctx.github.is_some() => self.file_issue(job).await?,
-            other => JobOutcome::Wait {
-                at: Utc::now() + chrono::Duration::minutes(1),
-                reason: WaitReason::NoWorker,
-                detail: format!("no worker for {} jobs in this process", other.id()),
-            },
+            JobKind::GithubIssue => self.file_issue(job).await?,
         };
         self.ctx.metrics.delivery(job.kind, outcome.result());
         if !self.ctx.store.finish_job(job, &outcome, Utc::now()).await? {

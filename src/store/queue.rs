@@ -43,8 +43,7 @@ pub enum JobKind {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum WaitReason {
-    /// No worker for this kind of job runs in this process.
-    NoWorker,
+    /// No token or no routes (such jobs are not even claimed by a process without them).
     GithubNotConfigured,
     /// No `github.routes.<type>.repo` for the ticket's type.
     NoRoute,

@@ -7,9 +7,9 @@ use std::process::Command;
 use secrecy::SecretString;
 
 use crate::helpers::{Backend, TestDatabase};
-use crate::process::{run_ok, submit, tool_available, Intake};
+use crate::process::{run_ok, submit, tool_available, Submitter};
 
-fn serve(db_url: &str, dir: &Path, name: &str) -> Intake {
+fn serve(db_url: &str, dir: &Path, name: &str) -> Submitter {
     let env = [
         ("INTAKE_DATABASE__URL", db_url.to_owned()),
         ("INTAKE_EMAIL__FILE_DIR", dir.join("outbox").display().to_string()),
@@ -17,7 +17,7 @@ fn serve(db_url: &str, dir: &Path, name: &str) -> Intake {
         ("INTAKE_LIMITS__PER_IP", "1000000/second".to_owned()),
         ("INTAKE_LIMITS__PER_EMAIL", "1000000/second".to_owned()),
     ];
-    Intake::serve(&env, &dir.join(format!("{name}.log")))
+    Submitter::serve(&env, &dir.join(format!("{name}.log")))
 }
 
 /// Submissions keep arriving while the backup is taken; returns the task to stop afterwards.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use secrecy::SecretString;
 
-use crate::process::{free_port, running_as_root, tool_available, Intake, Running};
+use crate::process::{free_port, running_as_root, tool_available, Submitter, Running};
 
 struct ChromeDriver {
     _process: Running,
@@ -148,7 +148,7 @@ async fn the_form_works_in_chromium(javascript: bool) {
         ("INTAKE_LIMITS__MIN_FILL_SECONDS", "0".to_owned()),
         ("INTAKE_DELIVERY__ENABLED", "false".to_owned()),
     ];
-    let intake = Intake::serve(&env, &dir.path().join("intake.log"));
+    let intake = Submitter::serve(&env, &dir.path().join("intake.log"));
     let base = format!("http://127.0.0.1:{}", intake.port);
     let driver = ChromeDriver::start().await;
     let browser = driver.session(javascript).await;

@@ -246,7 +246,7 @@ async fn an_earlier_release_starts_on_a_later_schema(backend: crate::helpers::Ba
         "{}",
         stderr(&out)
     );
-    let mut server = crate::process::Intake::serve(
+    let mut server = crate::process::Submitter::serve(
         &[
             ("INTAKE_DATABASE__URL", db.url().to_owned()),
             (

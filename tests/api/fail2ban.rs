@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::helpers::{form_token, valid_ticket};
-use crate::process::{run_ok, tool_available, Intake};
+use crate::process::{run_ok, tool_available, Submitter};
 
 fn filter() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/fail2ban/filter.d/intake.conf")
@@ -25,7 +25,7 @@ pub fn debian_config_with(dir: &Path, jail: &str) -> PathBuf {
 }
 
 /// `intake serve` on SQLite, logging in `format` to a file, behind a trusted proxy at 127.0.0.1.
-fn start(format: &str, dir: &Path) -> Intake {
+fn start(format: &str, dir: &Path) -> Submitter {
     let env = [
         ("INTAKE_SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#.to_owned()),
         (
@@ -39,7 +39,7 @@ fn start(format: &str, dir: &Path) -> Intake {
         ("INTAKE_DELIVERY__ENABLED", "false".to_owned()),
         ("INTAKE_LOG__FORMAT", format.to_owned()),
     ];
-    Intake::serve(&env, &dir.join("intake.log"))
+    Submitter::serve(&env, &dir.join("intake.log"))
 }
 
 /// The addresses `fail2ban-regex` finds with the shipped filter, one per matched line, sorted.

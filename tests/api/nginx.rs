@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use crate::fail2ban::banned_addresses;
 use crate::form::valid_fields;
 use crate::helpers::{form_token, valid_ticket, Backend, TestDatabase};
-use crate::process::{free_port, running_as_root, tool_available, Intake, Running};
+use crate::process::{free_port, running_as_root, tool_available, Submitter, Running};
 
 const HOST: &str = "help.localizevideos.example";
 
@@ -169,7 +169,7 @@ fn url(path: &str) -> String {
 }
 
 /// An instance on `db`: nginx at 127.0.0.1 is its trusted proxy; three submissions per address.
-fn instance(db: &TestDatabase, dir: &Path, name: &str) -> Intake {
+fn instance(db: &TestDatabase, dir: &Path, name: &str) -> Submitter {
     let env = [
         ("INTAKE_DATABASE__URL", db.url().to_owned()),
         ("INTAKE_SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#.to_owned()),
@@ -186,7 +186,7 @@ fn instance(db: &TestDatabase, dir: &Path, name: &str) -> Intake {
         ("INTAKE_LIMITS__MIN_FILL_SECONDS", "0".to_owned()),
         ("INTAKE_DELIVERY__ENABLED", "false".to_owned()),
     ];
-    Intake::serve(&env, &dir.join(format!("{name}.log")))
+    Submitter::serve(&env, &dir.join(format!("{name}.log")))
 }
 
 fn loopback(last: u8) -> Ipv4Addr {

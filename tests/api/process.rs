@@ -73,16 +73,16 @@ pub fn running_as_root() -> bool {
 }
 
 /// `intake serve`, killed when dropped.
-pub struct Intake {
+pub struct Submitter {
     child: Running,
     pub port: u16,
     pub log: PathBuf,
 }
 
-impl Intake {
+impl Submitter {
     /// Starts `intake serve` on a free loopback port with `env` as its settings (no configuration
     /// file), its log written to `log`, and waits until it reports the port it bound.
-    pub fn serve(env: &[(&str, String)], log: &Path) -> Intake {
+    pub fn serve(env: &[(&str, String)], log: &Path) -> Submitter {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
         cmd.arg("serve")
             .env_remove("INTAKE_CONFIG")
@@ -96,7 +96,7 @@ impl Intake {
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("start intake");
-        let mut intake = Intake {
+        let mut intake = Submitter {
             child: Running(child),
             port: 0,
             log: log.to_owned(),

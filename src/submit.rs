@@ -11,21 +11,21 @@ use crate::store::queue::JobKind;
 use crate::store::{InsertOutcome, NewTicket, StoreError, TicketWriter};
 
 /// The one path by which tickets enter the system, shared by the form and the API.
-pub struct Intake {
+pub struct Submitter {
     writer: TicketWriter,
     classifier: Arc<Classifier>,
     reference_prefix: String,
     file_unsupported: bool,
 }
 
-impl Intake {
+impl Submitter {
     pub fn new(
         writer: TicketWriter,
         classifier: Arc<Classifier>,
         reference_prefix: String,
         file_unsupported: bool,
-    ) -> Intake {
-        Intake {
+    ) -> Submitter {
+        Submitter {
             writer,
             classifier,
             reference_prefix,
