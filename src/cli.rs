@@ -9,8 +9,7 @@ use serde::Serialize;
 use crate::classify::Classifier;
 use std::time::Duration;
 
-
-use crate::cli_ops::{self, DeliveriesCommand, TicketsCommand, TokensCommand};
+use crate::cli_ops::{self, DeliveriesCommand, OpsCommand, TicketsCommand, TokensCommand};
 use crate::config::{EmailTransport, Settings, Source};
 use crate::domain::ClosedSet;
 use crate::email::Mailer;
@@ -53,9 +52,9 @@ pub enum Command {
     Deliveries(DeliveriesCommand),
     /// The audit log, newest first.
     Audit {
-        /// How many entries.
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
+        /// How many entries: 1 to 500 (default 50).
+        #[arg(long)]
+        limit: Option<i64>,
     },
     /// Categorisation: how a message is decided, and why; evaluation and training of the model.
     Classify(ClassifyArgs),
@@ -132,10 +131,10 @@ pub async fn run(cli: Cli, settings: Settings, source: Source) -> ExitCode {
             }
         },
         Command::Check => check(cli.json, &settings, &source).await,
-        Command::Tokens(command) => cli_ops::tokens(cli.json, &settings, command).await,
-        Command::Tickets(command) => cli_ops::tickets_cmd(cli.json, &settings, command).await,
-        Command::Deliveries(command) => cli_ops::deliveries_cmd(cli.json, &settings, command).await,
-        Command::Audit { limit } => cli_ops::audit(cli.json, &settings, limit).await,
+        Command::Tokens(command) => cli_ops::run(cli.json, &settings, OpsCommand::Tokens(command)).await,
+        Command::Tickets(command) => cli_ops::run(cli.json, &settings, OpsCommand::Tickets(command)).await,
+        Command::Deliveries(command) => cli_ops::run(cli.json, &settings, OpsCommand::Deliveries(command)).await,
+        Command::Audit { limit } => cli_ops::run(cli.json, &settings, OpsCommand::Audit { limit }).await,
         Command::Classify(args) => classify_cmd(cli.json, &settings, args),
     }
 }
@@ -406,7 +405,7 @@ async fn check_github(settings: &Settings) -> Vec<CheckLine> {
                 // Unconfigured filing is a choice, not a failure: jobs wait.
                 ok: true,
                 detail: format!("not configured ({why}); filing jobs wait in the outbox"),
-            }]
+            }];
         }
     };
     let client = match GithubClient::new(gh.api_url.as_str(), token, Duration::from_secs(gh.timeout_seconds)) {

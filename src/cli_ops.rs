@@ -1,18 +1,18 @@
-//! Ops commands on the command line: `tokens create|list|revoke` and `audit`. Every command that
-//! changes state needs `--reason`, names the local user as the actor and writes the audit log in
-//! the same transaction as the change.
+//! The ops commands on the command line: `tokens`, `tickets`, `deliveries` and `audit`, over the
+//! ops service ([`crate::ops::Ops`]) the ops API uses too. The store is opened once per command.
+//! Every command that changes state needs `--reason`, names the local user as the actor, and
+//! writes the audit log in the same transaction as the change.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::audit::{check_reason, local_actor, AuditEntry};
+use crate::audit::local_actor;
 use crate::config::Settings;
-use crate::domain::{ClosedSet, Ticket};
-use crate::ops::{ticket_filter_errors, TicketLine};
+use crate::domain::ClosedSet;
+use crate::ops::{Limit, Ops, OpsError, TicketFilter, TicketLine};
 use crate::startup;
-use crate::store::{Store, StoreError};
-use crate::tokens::{generate_token, parse_scopes, scopes_to_string, valid_token_name};
+use crate::tokens::scopes_to_string;
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
@@ -37,6 +37,57 @@ pub enum TokensCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TicketsCommand {
+    /// Tickets, newest first.
+    List {
+        /// received or unsupported.
+        #[arg(long)]
+        status: Option<String>,
+        /// A request type id.
+        #[arg(long = "type")]
+        request_type: Option<String>,
+        /// 1 to 500 (default 50).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// One ticket: what was received, and its whole timeline.
+    Show { reference: String },
+    /// Send the acknowledgement again (the per-address and per-domain caps still apply).
+    ResendAck {
+        reference: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// Deliveries, dead ones first.
+    List {
+        /// Only dead ones.
+        #[arg(long)]
+        dead: bool,
+        /// 1 to 500 (default 50).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Queue a dead or skipped delivery again.
+    Retry {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// One ops command.
+pub enum OpsCommand {
+    Tokens(TokensCommand),
+    Tickets(TicketsCommand),
+    Deliveries(DeliveriesCommand),
+    Audit { limit: Option<i64> },
+}
+
 fn fail(json: bool, message: &str) -> ExitCode {
     if json {
         println!("{}", serde_json::json!({ "ok": false, "error": message }));
@@ -44,6 +95,25 @@ fn fail(json: bool, message: &str) -> ExitCode {
         eprintln!("intake: {message}");
     }
     ExitCode::FAILURE
+}
+
+/// What went wrong, in the command line's words: a field is its option (`--limit …`).
+fn failed(json: bool, e: OpsError) -> ExitCode {
+    let message = match e {
+        OpsError::Invalid(errors) => errors
+            .iter()
+            .map(|e| format!("--{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        OpsError::Store(e) => format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
+        other => other.to_string(),
+    };
+    fail(json, &message)
 }
 
 /// An empty list says so on stderr (stdout stays empty for scripts).
@@ -64,66 +134,46 @@ fn done(json: bool, mut value: serde_json::Value, text: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The audit entry for a change made on this machine, once its `--reason` says something.
-fn change(action: &str, target: String, why: &str) -> Result<AuditEntry, String> {
-    let reason = check_reason(why).map_err(|m| format!("--reason: {m}"))?;
-    Ok(AuditEntry::new(local_actor(), action, target, reason))
-}
-
-pub async fn tokens(json: bool, settings: &Settings, command: TokensCommand) -> ExitCode {
-    let store = match startup::open_store(settings).await {
-        Ok(s) => s,
+/// Runs one ops command on the configured database.
+pub async fn run(json: bool, settings: &Settings, command: OpsCommand) -> ExitCode {
+    let ops = match startup::open_store(settings).await {
+        Ok(store) => Ops::new(store, None),
         Err(e) => return fail(json, &format!("{e:#}")),
     };
-    match command {
-        TokensCommand::Create {
-            name,
-            scopes,
-            reason: why,
-        } => {
-            if !valid_token_name(&name) {
-                return fail(
-                    json,
-                    "--name must be 1 to 64 characters: letters, digits, '.', '_', '-'",
+    let result = match command {
+        OpsCommand::Tokens(c) => tokens(json, &ops, c).await,
+        OpsCommand::Tickets(c) => tickets(json, &ops, c).await,
+        OpsCommand::Deliveries(c) => deliveries(json, &ops, c).await,
+        OpsCommand::Audit { limit } => audit(json, &ops, limit).await,
+    };
+    result.unwrap_or_else(|e| failed(json, e))
+}
+
+fn limit(asked: Option<i64>) -> Result<Limit, OpsError> {
+    Limit::parse(asked).map_err(|e| OpsError::Invalid(vec![e]))
+}
+
+async fn tokens(json: bool, ops: &Ops, command: TokensCommand) -> Result<ExitCode, OpsError> {
+    Ok(match command {
+        TokensCommand::Create { name, scopes, reason } => {
+            let created = ops.create_token(&name, &scopes, local_actor(), &reason).await?;
+            let scope_list = scopes_to_string(&created.scopes);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "name": created.name, "scopes": created.scopes, "token": created.token })
                 );
+            } else {
+                println!("{}", created.token);
+                eprintln!("token `{name}` created with scopes {scope_list}; it is shown only this once");
             }
-            let scopes = match parse_scopes(&scopes) {
-                Ok(s) => s,
-                Err(e) => return fail(json, &format!("--scopes: {e}")),
-            };
-            let token = generate_token();
-            let scope_list = scopes_to_string(&scopes);
-            let mut audit = match change("token.create", name.clone(), &why) {
-                Ok(a) => a,
-                Err(e) => return fail(json, &e),
-            };
-            audit.detail = Some(format!("scopes {scope_list}"));
-            match store
-                .create_token(&name, &token.token_id, &token.secret_hash, &scope_list, &audit)
-                .await
-            {
-                Ok(()) if json => {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "ok": true, "name": name, "scopes": scopes, "token": token.token })
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(()) => {
-                    println!("{}", token.token);
-                    eprintln!("token `{name}` created with scopes {scope_list}; it is shown only this once");
-                    ExitCode::SUCCESS
-                }
-                Err(StoreError::Conflict(m)) => fail(json, &m),
-                Err(e) => fail(json, &format!("{e}")),
-            }
+            ExitCode::SUCCESS
         }
-        TokensCommand::List => match store.list_tokens().await {
-            Ok(tokens) if json => {
+        TokensCommand::List => {
+            let tokens = ops.tokens().await?;
+            if json {
                 println!("{}", serde_json::json!({ "ok": true, "tokens": tokens }));
-                ExitCode::SUCCESS
-            }
-            Ok(tokens) => {
+            } else {
                 println!("{:<24} {:<20} {:<20} {:<20} state", "name", "scopes", "created", "by");
                 for t in tokens {
                     let state = match t.revoked_at {
@@ -138,264 +188,149 @@ pub async fn tokens(json: bool, settings: &Settings, command: TokensCommand) -> 
                         t.created_by
                     );
                 }
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(json, &format!("{e}")),
-        },
-        TokensCommand::Revoke { name, reason: why } => {
-            let audit = match change("token.revoke", name.clone(), &why) {
-                Ok(a) => a,
-                Err(e) => return fail(json, &e),
-            };
-            match store.revoke_token(&name, &audit).await {
-                Ok(true) => done(
-                    json,
-                    serde_json::json!({ "revoked": name }),
-                    &format!("token `{name}` revoked"),
-                ),
-                Ok(false) => fail(json, &format!("there is no live token named `{name}`")),
-                Err(e) => fail(json, &format!("{e}")),
-            }
-        }
-    }
-}
-
-pub async fn audit(json: bool, settings: &Settings, limit: i64) -> ExitCode {
-    let store = match startup::open_store(settings).await {
-        Ok(s) => s,
-        Err(e) => return fail(json, &format!("{e:#}")),
-    };
-    match store.audit_log(limit.clamp(1, 10_000)).await {
-        Ok(entries) if json => {
-            println!("{}", serde_json::json!({ "ok": true, "entries": entries }));
-            ExitCode::SUCCESS
-        }
-        Ok(entries) => {
-            nothing_listed(entries.is_empty(), "the audit log is empty");
-            for e in entries {
-                println!(
-                    "{}  {:<20} {:<18} {:<24} reason: {}{}",
-                    e.at.format("%Y-%m-%d %H:%M:%S"),
-                    e.actor,
-                    e.action,
-                    e.target,
-                    e.reason,
-                    e.detail.map(|d| format!(" ({d})")).unwrap_or_default()
-                );
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(json, &format!("{e}")),
+        TokensCommand::Revoke { name, reason } => {
+            ops.revoke_token(&name, local_actor(), &reason).await?;
+            done(
+                json,
+                serde_json::json!({ "revoked": name }),
+                &format!("token `{name}` revoked"),
+            )
+        }
+    })
+}
+
+async fn audit(json: bool, ops: &Ops, asked: Option<i64>) -> Result<ExitCode, OpsError> {
+    let entries = ops.audit_log(limit(asked)?).await?;
+    if json {
+        println!("{}", serde_json::json!({ "ok": true, "entries": entries }));
+        return Ok(ExitCode::SUCCESS);
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TicketsCommand {
-    /// Tickets, newest first.
-    List {
-        /// received or unsupported.
-        #[arg(long)]
-        status: Option<String>,
-        /// A request type id.
-        #[arg(long = "type")]
-        request_type: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-    },
-    /// One ticket: what was received, and its whole timeline.
-    Show { reference: String },
-    /// Send the acknowledgement again (the per-address and per-domain caps still apply).
-    ResendAck {
-        reference: String,
-        #[arg(long)]
-        reason: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DeliveriesCommand {
-    /// Deliveries, dead ones first.
-    List {
-        /// Only dead ones.
-        #[arg(long)]
-        dead: bool,
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-    },
-    /// Queue a dead or skipped delivery again.
-    Retry {
-        id: i64,
-        #[arg(long)]
-        reason: String,
-    },
-}
-
-async fn find_ticket(store: &dyn Store, reference: &str) -> Result<Ticket, String> {
-    match store.ticket_by_reference(reference.trim()).await {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(format!("no ticket {reference}")),
-        Err(e) => Err(e.to_string()),
+    nothing_listed(entries.is_empty(), "the audit log is empty");
+    for e in entries {
+        println!(
+            "{}  {:<20} {:<18} {:<24} reason: {}{}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            e.action,
+            e.target,
+            e.reason,
+            e.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+        );
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub async fn tickets_cmd(json: bool, settings: &Settings, command: TicketsCommand) -> ExitCode {
-    let store = match startup::open_store(settings).await {
-        Ok(s) => s,
-        Err(e) => return fail(json, &format!("{e:#}")),
-    };
-    match command {
+async fn tickets(json: bool, ops: &Ops, command: TicketsCommand) -> Result<ExitCode, OpsError> {
+    Ok(match command {
         TicketsCommand::List {
             status,
             request_type,
             limit,
         } => {
-            let errors = ticket_filter_errors(status.as_deref(), request_type.as_deref());
-            if let Some(e) = errors.first() {
-                return fail(json, &format!("--{} {}", e.field, e.message));
-            }
-            match store
-                .list_tickets(status.as_deref(), request_type.as_deref(), limit.clamp(1, 10_000))
-                .await
-            {
-                Ok(tickets) if json => {
-                    let lines: Vec<TicketLine> = tickets.iter().map(TicketLine::from).collect();
-                    println!("{}", serde_json::json!({ "ok": true, "tickets": lines }));
-                    ExitCode::SUCCESS
-                }
-                Ok(tickets) => {
-                    nothing_listed(tickets.is_empty(), "no tickets match");
-                    for t in tickets {
-                        println!(
-                            "{:<14} {}  {:<12} {:<11} {}{}",
-                            t.reference,
-                            t.created_at.format("%Y-%m-%d %H:%M"),
-                            t.filed_type.id(),
-                            t.status(),
-                            t.github_issue
-                                .as_ref()
-                                .map(|i| i.url.as_str())
-                                .unwrap_or("not filed yet"),
-                            if t.needs_triage { "  (needs triage)" } else { "" }
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(json, &format!("{e}")),
-            }
-        }
-        TicketsCommand::ResendAck { reference, reason: why } => {
-            let ticket = match find_ticket(store.as_ref(), &reference).await {
-                Ok(t) => t,
-                Err(e) => return fail(json, &e),
-            };
-            let audit = match change("ticket.resend_ack", ticket.reference.clone(), &why) {
-                Ok(a) => a,
-                Err(e) => return fail(json, &e),
-            };
-            match store.queue_ack(ticket.id, &audit).await {
-                Ok(id) => done(
-                    json,
-                    serde_json::json!({ "delivery": id }),
-                    &format!("acknowledgement queued again as delivery {id}"),
-                ),
-                Err(e) => fail(json, &format!("{e}")),
-            }
-        }
-        TicketsCommand::Show { reference } => {
-            let ticket = match find_ticket(store.as_ref(), &reference).await {
-                Ok(t) => t,
-                Err(e) => return fail(json, &e),
-            };
-            let (deliveries, events) = match (
-                store.deliveries_for_ticket(ticket.id).await,
-                store.ticket_events(ticket.id).await,
-            ) {
-                (Ok(d), Ok(e)) => (d, e),
-                (Err(e), _) | (_, Err(e)) => return fail(json, &format!("{e}")),
-            };
-            let steps = crate::ops::timeline(&ticket, &deliveries, &events);
+            let filter =
+                TicketFilter::parse(status.as_deref(), request_type.as_deref(), limit).map_err(OpsError::Invalid)?;
+            let tickets = ops.tickets(&filter).await?;
             if json {
+                let lines: Vec<TicketLine> = tickets.iter().map(TicketLine::from).collect();
+                println!("{}", serde_json::json!({ "ok": true, "tickets": lines }));
+                return Ok(ExitCode::SUCCESS);
+            }
+            nothing_listed(tickets.is_empty(), "no tickets match");
+            for t in tickets {
                 println!(
-                    "{}",
-                    serde_json::json!({ "ok": true, "ticket": ticket, "timeline": steps })
+                    "{:<14} {}  {:<12} {:<11} {}{}",
+                    t.reference,
+                    t.created_at.format("%Y-%m-%d %H:%M"),
+                    t.filed_type.id(),
+                    t.status(),
+                    t.github_issue
+                        .as_ref()
+                        .map(|i| i.url.as_str())
+                        .unwrap_or("not filed yet"),
+                    if t.needs_triage { "  (needs triage)" } else { "" }
                 );
-            } else {
-                println!("{}  {} ({})", ticket.reference, ticket.filed_type.label(), ticket.email);
-                println!("subject: {}", ticket.subject);
-                for s in &steps {
-                    println!(
-                        "  {}  {:<16} {}",
-                        s.at.format("%Y-%m-%d %H:%M:%S"),
-                        s.what,
-                        s.detail.as_deref().unwrap_or("")
-                    );
-                }
-                for d in &deliveries {
-                    println!(
-                        "  delivery {:<6} {:<15} {:<8} attempts {}{}",
-                        d.id,
-                        d.kind.id(),
-                        d.state,
-                        d.attempts,
-                        d.note().map(|e| format!("  ({e})")).unwrap_or_default()
-                    );
-                }
             }
             ExitCode::SUCCESS
         }
-    }
+        TicketsCommand::ResendAck { reference, reason } => {
+            let id = ops.resend_ack(&reference, local_actor(), &reason).await?;
+            done(
+                json,
+                serde_json::json!({ "delivery": id }),
+                &format!("acknowledgement queued again as delivery {id}"),
+            )
+        }
+        TicketsCommand::Show { reference } => {
+            let view = ops.ticket(&reference).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "ticket": view.ticket, "timeline": view.timeline })
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let ticket = &view.ticket;
+            println!("{}  {} ({})", ticket.reference, ticket.filed_type.label(), ticket.email);
+            println!("subject: {}", ticket.subject);
+            for s in &view.timeline {
+                println!(
+                    "  {}  {:<16} {}",
+                    s.at.format("%Y-%m-%d %H:%M:%S"),
+                    s.what,
+                    s.detail.as_deref().unwrap_or("")
+                );
+            }
+            for d in &view.deliveries {
+                println!(
+                    "  delivery {:<6} {:<15} {:<8} attempts {}{}",
+                    d.id,
+                    d.kind.id(),
+                    d.state,
+                    d.attempts,
+                    d.note().map(|e| format!("  ({e})")).unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    })
 }
 
-pub async fn deliveries_cmd(json: bool, settings: &Settings, command: DeliveriesCommand) -> ExitCode {
-    let store = match startup::open_store(settings).await {
-        Ok(s) => s,
-        Err(e) => return fail(json, &format!("{e:#}")),
-    };
-    match command {
-        DeliveriesCommand::List { dead, limit } => match store.list_deliveries(dead, limit.clamp(1, 10_000)).await {
-            Ok(list) if json => {
+async fn deliveries(json: bool, ops: &Ops, command: DeliveriesCommand) -> Result<ExitCode, OpsError> {
+    Ok(match command {
+        DeliveriesCommand::List { dead, limit: asked } => {
+            let list = ops.deliveries(dead, limit(asked)?).await?;
+            if json {
                 println!("{}", serde_json::json!({ "ok": true, "deliveries": list }));
-                ExitCode::SUCCESS
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(list) => {
-                nothing_listed(
-                    list.is_empty(),
-                    if dead { "no dead deliveries" } else { "no deliveries" },
+            nothing_listed(
+                list.is_empty(),
+                if dead { "no dead deliveries" } else { "no deliveries" },
+            );
+            for d in list {
+                println!(
+                    "{:<6} ticket {:<6} {:<15} {:<8} attempts {:<3} next {}{}",
+                    d.id,
+                    d.ticket_id,
+                    d.kind.id(),
+                    d.state,
+                    d.attempts,
+                    d.run_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.note().map(|e| format!("  ({e})")).unwrap_or_default()
                 );
-                for d in list {
-                    println!(
-                        "{:<6} ticket {:<6} {:<15} {:<8} attempts {:<3} next {}{}",
-                        d.id,
-                        d.ticket_id,
-                        d.kind.id(),
-                        d.state,
-                        d.attempts,
-                        d.run_at.format("%Y-%m-%d %H:%M:%S"),
-                        d.note().map(|e| format!("  ({e})")).unwrap_or_default()
-                    );
-                }
-                ExitCode::SUCCESS
             }
-            Err(e) => fail(json, &format!("{e}")),
-        },
-        DeliveriesCommand::Retry { id, reason: why } => {
-            let audit = match change("delivery.retry", format!("delivery {id}"), &why) {
-                Ok(a) => a,
-                Err(e) => return fail(json, &e),
-            };
-            match store.retry_delivery(id, &audit).await {
-                Ok(crate::store::queue::RetryOutcome::Queued) => done(
-                    json,
-                    serde_json::json!({ "id": id, "state": "pending" }),
-                    &format!("delivery {id} is pending again; a running service picks it up"),
-                ),
-                Ok(crate::store::queue::RetryOutcome::NotFound) => fail(json, &format!("no delivery {id}")),
-                Ok(crate::store::queue::RetryOutcome::NotRetryable { state }) => fail(
-                    json,
-                    &format!("delivery {id} is {state}; only dead or skipped deliveries are retried"),
-                ),
-                Err(e) => fail(json, &format!("{e}")),
-            }
+            ExitCode::SUCCESS
         }
-    }
+        DeliveriesCommand::Retry { id, reason } => {
+            ops.retry_delivery(id, local_actor(), &reason).await?;
+            done(
+                json,
+                serde_json::json!({ "id": id, "state": "pending" }),
+                &format!("delivery {id} is pending again; a running service picks it up"),
+            )
+        }
+    })
 }

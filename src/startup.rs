@@ -28,10 +28,10 @@ use crate::http::{
     limit_head, observe_latency, request_id_header, routes, security_headers, track_handler, AppState, ClientResolver,
     DeadlineStream, Deadlines, DeliveryConfig, RequestSpan,
 };
-use crate::submit::Submitter;
 use crate::metrics::Metrics;
 use crate::outbox::{Deliverer, DeliveryContext, GithubFiling, Pacer, RetryPolicy};
 use crate::store::{self, Store, TicketWriter};
+use crate::submit::Submitter;
 use crate::templates::Templates;
 
 /// A built, bound, not yet running service.
@@ -108,7 +108,11 @@ fn github_filing(settings: &Settings) -> anyhow::Result<Option<GithubFiling>> {
         return Ok(None);
     };
     Ok(Some(GithubFiling {
-        client: GithubClient::new(gh.api_url.as_str(), token.clone(), Duration::from_secs(gh.timeout_seconds))?,
+        client: GithubClient::new(
+            gh.api_url.as_str(),
+            token.clone(),
+            Duration::from_secs(gh.timeout_seconds),
+        )?,
         routes: gh.routes.clone(),
         decision_labels: gh.decision_labels.clone(),
         pacer: gh.pacing.then(|| Pacer::new(gh.per_minute, gh.per_hour)),
@@ -214,6 +218,7 @@ impl Application {
                 .github_secret
                 .clone()
                 .filter(|s| !s.expose_secret().is_empty()),
+            ops: crate::ops::Ops::new(Arc::clone(&store), Some(Arc::clone(&wake))),
             delivery_wake: Arc::clone(&wake),
             metrics,
             own_origin: url::Url::parse(&settings.server.public_url())

@@ -167,13 +167,11 @@ pub async fn submit(
     };
     let body = read_limited(&req, payload, MAX_BODY, state.request_timeout)
         .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => {
+        .map_err(|e| {
+            if e == BodyError::TooLarge {
                 state.refuse(client, Refusal::BodyTooLarge);
-                ApiError::TooLarge { limit: MAX_BODY }
             }
-            BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
-            BodyError::TimedOut => ApiError::Timeout,
+            ApiError::from_body(e, MAX_BODY)
         })?;
     let raw = parse(&body)?;
     state

@@ -56,6 +56,39 @@ pub struct Problem {
 }
 
 impl ApiError {
+    /// A body that could not be read in full, under a limit of `limit` bytes.
+    pub fn from_body(e: super::body::BodyError, limit: usize) -> ApiError {
+        use super::body::BodyError;
+        match e {
+            BodyError::TooLarge => ApiError::TooLarge { limit },
+            BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
+            BodyError::TimedOut => ApiError::Timeout,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(Arc::new(e))
+    }
+}
+
+impl From<crate::ops::OpsError> for ApiError {
+    fn from(e: crate::ops::OpsError) -> Self {
+        use crate::ops::OpsError;
+        match e {
+            OpsError::NoTicket(_) | OpsError::NoDelivery(_) | OpsError::NoToken(_) => ApiError::NotFound,
+            OpsError::NotRetryable { id, state } => ApiError::Conflict(format!(
+                "Delivery {id} is {state}; only dead or skipped deliveries are retried."
+            )),
+            OpsError::Invalid(errors) => ApiError::Invalid(errors),
+            OpsError::Conflict(m) => ApiError::Conflict(m),
+            OpsError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
     fn slug_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::Malformed(_) => ("malformed-request", "Malformed request"),

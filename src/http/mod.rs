@@ -23,8 +23,8 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::abuse::{LimitKind, OverLimit, RateLimits, Refusal, Refusals};
 use crate::form_token::FormTokens;
-use crate::submit::Submitter;
 use crate::store::Store;
+use crate::submit::Submitter;
 use crate::templates::Templates;
 pub use client_ip::Client;
 use secrecy::SecretString;
@@ -52,6 +52,8 @@ pub struct DeliveryConfig {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub submitter: Submitter,
+    /// What the ops API does, shared with the ops commands.
+    pub ops: crate::ops::Ops,
     pub templates: Templates,
     pub form_tokens: FormTokens,
     pub site_name: String,

@@ -93,15 +93,11 @@ pub async fn github(
     }
     let body = read_limited(&req, payload, MAX_WEBHOOK_BODY, state.request_timeout)
         .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => {
+        .map_err(|e| {
+            if e == BodyError::TooLarge {
                 state.refuse(client, Refusal::BodyTooLarge);
-                ApiError::TooLarge {
-                    limit: MAX_WEBHOOK_BODY,
-                }
             }
-            BodyError::Incomplete => ApiError::Malformed("The request body was cut short.".to_owned()),
-            BodyError::TimedOut => ApiError::Timeout,
+            ApiError::from_body(e, MAX_WEBHOOK_BODY)
         })?;
     let signature = req.headers().get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     if !signature_valid(secret.expose_secret().as_bytes(), &body, signature) {

@@ -23,7 +23,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::audit::AuditEntry;
 use crate::classify::Classification;
 use crate::domain::{
-    Channel, IdempotencyKey, IssueEvent, Reference, Submission, Ticket, TicketEvent, TicketStatus, TicketSummary,
+    Channel, IdempotencyKey, IssueEvent, Reference, RequestType, Submission, Ticket, TicketEvent, TicketStatus,
+    TicketSummary,
 };
 use crate::tokens::{StoredToken, TokenInfo};
 use queue::{AckCap, AckCaps, ClaimedJob, Delivery, JobKind, JobOutcome, OutboxStats, RetryOutcome, WebhookOutcome};
@@ -213,8 +214,8 @@ pub trait Store: Send + Sync + 'static {
     /// Tickets newest first, optionally of one status (`received`, `unsupported`) and filed type.
     async fn list_tickets(
         &self,
-        status: Option<&str>,
-        request_type: Option<&str>,
+        status: Option<TicketStatus>,
+        request_type: Option<RequestType>,
         limit: i64,
     ) -> Result<Vec<Ticket>, StoreError>;
 

@@ -22,7 +22,7 @@ use super::{email_domain, FilerLock};
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
-use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, TicketEvent};
+use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, RequestType, TicketEvent, TicketStatus};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
@@ -677,16 +677,16 @@ impl Store for PostgresStore {
 
     async fn list_tickets(
         &self,
-        status: Option<&str>,
-        request_type: Option<&str>,
+        status: Option<TicketStatus>,
+        request_type: Option<RequestType>,
         limit: i64,
     ) -> Result<Vec<Ticket>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE ($1::TEXT IS NULL OR status = $1) \
              AND ($2::TEXT IS NULL OR type = $2) ORDER BY id DESC LIMIT $3"
         ))
-        .bind(status)
-        .bind(request_type)
+        .bind(status.map(ClosedSet::id))
+        .bind(request_type.map(ClosedSet::id))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

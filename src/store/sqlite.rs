@@ -20,7 +20,7 @@ use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
-use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, TicketEvent};
+use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, RequestType, TicketEvent, TicketStatus};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
@@ -693,16 +693,16 @@ impl Store for SqliteStore {
 
     async fn list_tickets(
         &self,
-        status: Option<&str>,
-        request_type: Option<&str>,
+        status: Option<TicketStatus>,
+        request_type: Option<RequestType>,
         limit: i64,
     ) -> Result<Vec<Ticket>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE (?1 IS NULL OR status = ?1) \
              AND (?2 IS NULL OR type = ?2) ORDER BY id DESC LIMIT ?3"
         ))
-        .bind(status)
-        .bind(request_type)
+        .bind(status.map(ClosedSet::id))
+        .bind(request_type.map(ClosedSet::id))
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;

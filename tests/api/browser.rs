@@ -11,7 +11,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use secrecy::SecretString;
 
-use crate::process::{free_port, running_as_root, tool_available, Submitter, Running};
+use crate::process::{free_port, running_as_root, tool_available, Running, Submitter};
 
 struct ChromeDriver {
     _process: Running,

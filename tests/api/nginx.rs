@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use crate::fail2ban::banned_addresses;
 use crate::form::valid_fields;
 use crate::helpers::{form_token, valid_ticket, Backend, TestDatabase};
-use crate::process::{free_port, running_as_root, tool_available, Submitter, Running};
+use crate::process::{free_port, running_as_root, tool_available, Running, Submitter};
 
 const HOST: &str = "help.localizevideos.example";
 

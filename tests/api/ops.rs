@@ -216,6 +216,23 @@ fn changes_need_a_reason_and_scopes_must_be_known() {
         String::from_utf8_lossy(&run(&["audit"]).stdout).is_empty(),
         "nothing changed, nothing audited"
     );
+    // One limit policy on both doors: out of range is refused, not clamped.
+    for args in [
+        &["tickets", "list", "--limit", "501"][..],
+        &["deliveries", "list", "--limit", "0"],
+        &["audit", "--limit", "10000"],
+    ] {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--limit: must be between 1 and 500"), "{args:?}: {err}");
+    }
+    let bad_filter = run(&["tickets", "list", "--status", "open", "--type", "sales"]);
+    let err = String::from_utf8_lossy(&bad_filter.stderr);
+    assert!(
+        err.contains("--status: must be received or unsupported") && err.contains("--type: must be account"),
+        "{err}"
+    );
 }
 
 pub async fn get_with(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
@@ -298,6 +315,18 @@ async fn a_dead_delivery_is_retried_by_an_ops_token_and_not_by_a_read_token(back
         get_with(&app, "/api/v1/tickets?status=bogus", &reader).await.status(),
         422
     );
+    for query in ["limit=501", "limit=0", "type=sales&limit=9999"] {
+        let refused = get_with(&app, &format!("/api/v1/tickets?{query}"), &reader).await;
+        assert_eq!(refused.status(), 422, "{query}");
+        let problem: Value = refused.json().await.unwrap();
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(fields.contains(&"limit"), "{query}: {problem}");
+    }
     let shown: Value = get_with(&app, &format!("/api/v1/tickets/{reference}"), &reader)
         .await
         .json()

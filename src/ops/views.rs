@@ -1,5 +1,4 @@
-//! What the ops commands and the ops API show of tickets: list lines without customer text,
-//! the list's filters, and a ticket's timeline.
+//! What ops see of tickets: list lines without customer text, and a ticket's timeline.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,22 +28,6 @@ impl<'a> From<&'a crate::domain::Ticket> for TicketLine<'a> {
             issue_url: t.github_issue.as_ref().map(|i| i.url.as_str()),
         }
     }
-}
-
-/// The ticket list's filters: what is wrong with them, per field.
-pub fn ticket_filter_errors(status: Option<&str>, request_type: Option<&str>) -> Vec<crate::domain::FieldError> {
-    use crate::domain::{FieldError, RequestType};
-    let mut errors = Vec::new();
-    if status.is_some_and(|s| !matches!(s, "received" | "unsupported")) {
-        errors.push(FieldError::new("status", "must be received or unsupported"));
-    }
-    if request_type.is_some_and(|t| RequestType::parse(t).is_none()) {
-        errors.push(FieldError::new(
-            "type",
-            "must be account, billing, product, security or availability",
-        ));
-    }
-    errors
 }
 
 /// One step in a ticket's life, for `tickets show` and `GET /api/v1/tickets/{ref}`.
