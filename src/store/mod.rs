@@ -8,6 +8,7 @@
 //! upgrade, an old instance restarting mid-upgrade, and a rollback all start.
 
 mod batch;
+mod decisions;
 mod postgres;
 pub mod queue;
 mod rows;

@@ -13,12 +13,13 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
 use super::batch::{cache_statement, write_batch, BatchWriter, Placed, REFERENCE_ATTEMPTS, STATEMENT_CACHE_CAPACITY};
-use super::queue::{ack_address, AckCap, AckCaps, DeliveryState, RetryOutcome};
-use super::queue::{ClaimedJob, Completion, JobOutcome, WebhookOutcome};
+use super::decisions::{self, QueueWrites};
+use super::queue::{AckCap, AckCaps, OutcomeRow, RetryOutcome};
+use super::queue::{ClaimedJob, JobOutcome, WebhookOutcome};
 use super::queue::{Delivery, JobKind, OutboxStats};
 use super::rows::{kinds_sql, lease_token, stored_scopes};
 use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
-use super::{email_domain, FilerLock};
+use super::FilerLock;
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
@@ -184,6 +185,114 @@ impl BatchWriter for Tx<'_> {
 }
 
 #[async_trait]
+impl QueueWrites for Tx<'_> {
+    async fn set_job_outcome(
+        &mut self,
+        job: &ClaimedJob,
+        row: &OutcomeRow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, done_at = $4, \
+             lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8, wait_reason = $9 \
+             WHERE id = $6 AND lease_token = $7 AND state = 'running'",
+        )
+        .bind(row.state.id())
+        .bind(row.run_at)
+        .bind(row.error)
+        .bind(row.done_at)
+        .bind(now)
+        .bind(job.id)
+        .bind(&job.lease_token)
+        .bind(row.refund)
+        .bind(row.wait_reason.map(ClosedSet::id))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn keep_ack_message_id(&mut self, ticket_id: i64, message_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tickets SET ack_message_id = COALESCE(ack_message_id, $1) WHERE id = $2")
+            .bind(message_id)
+            .bind(ticket_id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn log_ack(
+        &mut self,
+        job_id: i64,
+        address: &str,
+        domain: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(address)
+        .bind(domain)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_ack_slot(&mut self, job_id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ack_log WHERE job_id = $1")
+            .bind(job_id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_issue(&mut self, ticket_id: i64, repo: &str, number: i64, url: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tickets SET github_repo = $1, github_issue_number = $2, github_issue_url = $3 WHERE id = $4",
+        )
+        .bind(repo)
+        .bind(number)
+        .bind(url)
+        .bind(ticket_id)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_state(&mut self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn requeue_delivery(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'pending', run_at = $1, attempts = 0, lease_until = NULL, \
+             lease_token = NULL, done_at = NULL, wait_reason = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&mut *self.0)
+        .await?;
+        // Other instances' workers hear of it at once.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn append_audit(&mut self, audit: &AuditEntry) -> Result<(), StoreError> {
+        append_audit(self.0, audit).await
+    }
+}
+
+#[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -338,70 +447,11 @@ impl Store for PostgresStore {
 
     async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = outcome.row(now);
-        let updated = sqlx::query(
-            "UPDATE deliveries SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, done_at = $4, \
-             lease_until = NULL, lease_token = NULL, updated_at = $5, attempts = attempts - $8, wait_reason = $9 \
-             WHERE id = $6 AND lease_token = $7 AND state = 'running'",
-        )
-        .bind(row.state.id())
-        .bind(row.run_at)
-        .bind(row.error)
-        .bind(row.done_at)
-        .bind(now)
-        .bind(job.id)
-        .bind(&job.lease_token)
-        .bind(row.refund)
-        .bind(row.wait_reason.map(ClosedSet::id))
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(false);
+        let finished = decisions::finish_job(&mut Tx(&mut tx), job, outcome, now).await?;
+        if finished {
+            tx.commit().await?;
         }
-        match outcome {
-            JobOutcome::Done(Completion::Ack { message_id, email }) => {
-                sqlx::query("UPDATE tickets SET ack_message_id = COALESCE(ack_message_id, $1) WHERE id = $2")
-                    .bind(message_id)
-                    .bind(job.ticket_id)
-                    .execute(&mut *tx)
-                    .await?;
-                // The slot was reserved before sending; a job that had none still counts.
-                let address = ack_address(email);
-                sqlx::query(
-                    "INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (job_id) DO NOTHING",
-                )
-                .bind(&address)
-                .bind(email_domain(&address))
-                .bind(now)
-                .bind(job.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            JobOutcome::Retry { .. } | JobOutcome::Dead { .. } | JobOutcome::Wait { .. }
-                if job.kind == JobKind::AckEmail =>
-            {
-                // Not sent: the slot goes back.
-                sqlx::query("DELETE FROM ack_log WHERE job_id = $1")
-                    .bind(job.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            JobOutcome::Done(Completion::Issue { repo, number, url }) => {
-                sqlx::query(
-                    "UPDATE tickets SET github_repo = $1, github_issue_number = $2, github_issue_url = $3 WHERE id = $4",
-                )
-                .bind(repo)
-                .bind(number)
-                .bind(url)
-                .bind(job.ticket_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {}
-        }
-        tx.commit().await?;
-        Ok(true)
+        Ok(finished)
     }
 
     async fn reserve_ack(&self, job_id: i64, caps: &AckCaps, now: DateTime<Utc>) -> Result<Option<AckCap>, StoreError> {
@@ -717,32 +767,11 @@ impl Store for PostgresStore {
 
     async fn retry_delivery(&self, id: i64, audit: &AuditEntry) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(state) = state else {
-            return Ok(RetryOutcome::NotFound);
-        };
-        let state: DeliveryState = parse_id("delivery state", &state)?;
-        if !state.is_retryable() {
-            return Ok(RetryOutcome::NotRetryable { state });
+        let outcome = decisions::retry_delivery(&mut Tx(&mut tx), id, audit).await?;
+        if outcome == RetryOutcome::Queued {
+            tx.commit().await?;
         }
-        sqlx::query(
-            "UPDATE deliveries SET state = 'pending', run_at = $1, attempts = 0, lease_until = NULL, \
-             lease_token = NULL, done_at = NULL, wait_reason = NULL, updated_at = $1 WHERE id = $2",
-        )
-        .bind(audit.at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, audit).await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(RetryOutcome::Queued)
+        Ok(outcome)
     }
 
     async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError> {

@@ -11,9 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::batch::{cache_statement, write_batch, BatchWriter, Placed, REFERENCE_ATTEMPTS, STATEMENT_CACHE_CAPACITY};
-use super::email_domain;
-use super::queue::{ack_address, AckCap, AckCaps, DeliveryState, RetryOutcome};
-use super::queue::{ClaimedJob, Completion, JobOutcome, WebhookOutcome};
+use super::decisions::{self, QueueWrites};
+use super::queue::{AckCap, AckCaps, OutcomeRow, RetryOutcome};
+use super::queue::{ClaimedJob, JobOutcome, WebhookOutcome};
 use super::queue::{Delivery, JobKind, OutboxStats};
 use super::rows::{kinds_sql, lease_token, stored_scopes};
 use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
@@ -248,6 +248,105 @@ impl BatchWriter for Tx<'_> {
 }
 
 #[async_trait]
+impl QueueWrites for Tx<'_> {
+    async fn set_job_outcome(
+        &mut self,
+        job: &ClaimedJob,
+        row: &OutcomeRow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), last_error = ?, done_at = ?, \
+             lease_until = NULL, lease_token = NULL, updated_at = ?, attempts = attempts - ?, wait_reason = ? \
+             WHERE id = ? AND lease_token = ? AND state = 'running'",
+        )
+        .bind(row.state.id())
+        .bind(row.run_at.map(ms))
+        .bind(row.error)
+        .bind(row.done_at.map(ms))
+        .bind(ms(now))
+        .bind(row.refund)
+        .bind(row.wait_reason.map(ClosedSet::id))
+        .bind(job.id)
+        .bind(&job.lease_token)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn keep_ack_message_id(&mut self, ticket_id: i64, message_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tickets SET ack_message_id = COALESCE(ack_message_id, ?) WHERE id = ?")
+            .bind(message_id)
+            .bind(ticket_id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn log_ack(
+        &mut self,
+        job_id: i64,
+        address: &str,
+        domain: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(address)
+        .bind(domain)
+        .bind(ms(now))
+        .bind(job_id)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_ack_slot(&mut self, job_id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ack_log WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_issue(&mut self, ticket_id: i64, repo: &str, number: i64, url: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tickets SET github_repo = ?, github_issue_number = ?, github_issue_url = ? WHERE id = ?")
+            .bind(repo)
+            .bind(number)
+            .bind(url)
+            .bind(ticket_id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn delivery_state(&mut self, id: i64) -> Result<Option<String>, StoreError> {
+        // The writer connection is the only one that writes: the row cannot change under us.
+        Ok(sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await?)
+    }
+
+    async fn requeue_delivery(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'pending', run_at = ?1, attempts = 0, lease_until = NULL, \
+             lease_token = NULL, done_at = NULL, wait_reason = NULL, updated_at = ?1 WHERE id = ?2",
+        )
+        .bind(ms(at))
+        .bind(id)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn append_audit(&mut self, audit: &AuditEntry) -> Result<(), StoreError> {
+        append_audit(self.0, audit).await
+    }
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -363,70 +462,11 @@ impl Store for SqliteStore {
 
     async fn finish_job(&self, job: &ClaimedJob, outcome: &JobOutcome, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let row = outcome.row(now);
-        let updated = sqlx::query(
-            "UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), last_error = ?, done_at = ?, \
-             lease_until = NULL, lease_token = NULL, updated_at = ?, attempts = attempts - ?, wait_reason = ? \
-             WHERE id = ? AND lease_token = ? AND state = 'running'",
-        )
-        .bind(row.state.id())
-        .bind(row.run_at.map(ms))
-        .bind(row.error)
-        .bind(row.done_at.map(ms))
-        .bind(ms(now))
-        .bind(row.refund)
-        .bind(row.wait_reason.map(ClosedSet::id))
-        .bind(job.id)
-        .bind(&job.lease_token)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(false);
+        let finished = decisions::finish_job(&mut Tx(&mut tx), job, outcome, now).await?;
+        if finished {
+            tx.commit().await?;
         }
-        match outcome {
-            JobOutcome::Done(Completion::Ack { message_id, email }) => {
-                sqlx::query("UPDATE tickets SET ack_message_id = COALESCE(ack_message_id, ?) WHERE id = ?")
-                    .bind(message_id)
-                    .bind(job.ticket_id)
-                    .execute(&mut *tx)
-                    .await?;
-                // The slot was reserved before sending; a job that had none still counts.
-                let address = ack_address(email);
-                sqlx::query(
-                    "INSERT INTO ack_log (email, domain, sent_at, job_id) VALUES (?, ?, ?, ?) \
-                     ON CONFLICT (job_id) DO NOTHING",
-                )
-                .bind(&address)
-                .bind(email_domain(&address))
-                .bind(ms(now))
-                .bind(job.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            JobOutcome::Retry { .. } | JobOutcome::Dead { .. } | JobOutcome::Wait { .. }
-                if job.kind == JobKind::AckEmail =>
-            {
-                // Not sent: the slot goes back.
-                sqlx::query("DELETE FROM ack_log WHERE job_id = ?")
-                    .bind(job.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            JobOutcome::Done(Completion::Issue { repo, number, url }) => {
-                sqlx::query(
-                    "UPDATE tickets SET github_repo = ?, github_issue_number = ?, github_issue_url = ? WHERE id = ?",
-                )
-                .bind(repo)
-                .bind(number)
-                .bind(url)
-                .bind(job.ticket_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {}
-        }
-        tx.commit().await?;
-        Ok(true)
+        Ok(finished)
     }
 
     async fn reserve_ack(&self, job_id: i64, caps: &AckCaps, now: DateTime<Utc>) -> Result<Option<AckCap>, StoreError> {
@@ -733,28 +773,11 @@ impl Store for SqliteStore {
 
     async fn retry_delivery(&self, id: i64, audit: &AuditEntry) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(state) = state else {
-            return Ok(RetryOutcome::NotFound);
-        };
-        let state: DeliveryState = parse_id("delivery state", &state)?;
-        if !state.is_retryable() {
-            return Ok(RetryOutcome::NotRetryable { state });
+        let outcome = decisions::retry_delivery(&mut Tx(&mut tx), id, audit).await?;
+        if outcome == RetryOutcome::Queued {
+            tx.commit().await?;
         }
-        sqlx::query(
-            "UPDATE deliveries SET state = 'pending', run_at = ?1, attempts = 0, lease_until = NULL, \
-             lease_token = NULL, done_at = NULL, wait_reason = NULL, updated_at = ?1 WHERE id = ?2",
-        )
-        .bind(ms(audit.at))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(RetryOutcome::Queued)
+        Ok(outcome)
     }
 
     async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError> {

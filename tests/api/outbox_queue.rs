@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use intake::domain::RawSubmission;
-use intake::store::queue::{AckCap, AckCaps, Completion, DeliveryState, JobKind, JobOutcome};
+use intake::store::queue::{AckCap, AckCaps, Completion, DeliveryState, JobKind, JobOutcome, RetryOutcome};
 use intake::store::{self, NewTicket, Store};
 use secrecy::SecretString;
 
@@ -168,6 +168,39 @@ async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backe
     let dead = deliveries.iter().find(|d| d.kind == JobKind::GithubIssue).unwrap();
     assert_eq!(dead.state, DeliveryState::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("404 repository not found"));
+
+    // An operator's retry: only a dead or skipped delivery, with a fresh set of attempts, audited;
+    // a refused one writes nothing.
+    let audit =
+        |target: String| intake::audit::AuditEntry::new("cli:test".into(), "delivery.retry", target, "fixed".into());
+    assert_eq!(
+        store.retry_delivery(dead.id + 1000, &audit("x".into())).await.unwrap(),
+        RetryOutcome::NotFound
+    );
+    let pending = deliveries.iter().find(|d| d.kind == JobKind::AckEmail).unwrap();
+    assert_eq!(
+        store.retry_delivery(pending.id, &audit("y".into())).await.unwrap(),
+        RetryOutcome::NotRetryable {
+            state: DeliveryState::Pending
+        }
+    );
+    assert!(
+        store.audit_log(10).await.unwrap().is_empty(),
+        "a refused retry is not audited"
+    );
+    assert_eq!(
+        store
+            .retry_delivery(dead.id, &audit(format!("delivery {}", dead.id)))
+            .await
+            .unwrap(),
+        RetryOutcome::Queued
+    );
+    let retried = store.deliveries_for_ticket(ticket_id).await.unwrap();
+    let retried = retried.iter().find(|d| d.id == dead.id).unwrap();
+    assert_eq!((retried.state, retried.attempts), (DeliveryState::Pending, 0));
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].target, format!("delivery {}", dead.id));
 }
 
 async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend) {
