@@ -156,8 +156,39 @@ fn tls_with_extra_root(url: &str, ca: &std::path::Path) -> anyhow::Result<Option
 
 /// lettre's errors can quote the server's reply but not our credentials; keep only the first line
 /// and cap its length all the same.
+/// An SMTP error for a log line and the delivery's last error: its first line, at most 300
+/// characters, with any address in it replaced (a server's reply often quotes the recipient, and
+/// a URL error the credentials).
 fn redact(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
-    let first = s.lines().next().unwrap_or("");
-    first.chars().take(300).collect()
+    let first: String = s.lines().next().unwrap_or("").chars().take(300).collect();
+    first
+        .split_inclusive(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\''))
+        .map(|word| {
+            let end = word.trim_end_matches(|c: char| {
+                c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\'')
+            });
+            if end.contains('@') {
+                format!("[address]{}", &word[end.len()..])
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn an_smtp_reply_loses_the_address_it_quotes_and_keeps_the_rest() {
+        let reply = "permanent error (550): 5.1.1 <victim@example.com>: Recipient address rejected\nsecond line";
+        assert_eq!(
+            redact(&reply),
+            "permanent error (550): 5.1.1 <[address]>: Recipient address rejected"
+        );
+        assert_eq!(redact(&"smtp://user:pw@relay:587 is bad"), "[address] is bad");
+        assert_eq!(redact(&"connection refused"), "connection refused");
+    }
 }

@@ -113,17 +113,14 @@ fn too_many(over: OverLimit) -> ApiError {
 pub fn record_submission(state: &AppState, outcome: &InsertOutcome) {
     use crate::metrics::SubmissionOutcome;
     match outcome {
-        InsertOutcome::Created(t) => {
-            tracing::info!(ticket = %t.reference, filed_as = t.filed_type.id(), "ticket received");
-            state.metrics.submission(
-                t.filed_type,
-                if t.unsupported.is_some() {
-                    SubmissionOutcome::Unsupported
-                } else {
-                    SubmissionOutcome::Received
-                },
-            )
-        }
+        InsertOutcome::Created(t) => state.metrics.submission(
+            t.filed_type,
+            if t.unsupported.is_some() {
+                SubmissionOutcome::Unsupported
+            } else {
+                SubmissionOutcome::Received
+            },
+        ),
         InsertOutcome::Repeated(t) => state.metrics.submission(t.filed_type, SubmissionOutcome::Replayed),
         InsertOutcome::KeyConflict(_) => {}
     }

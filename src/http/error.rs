@@ -172,7 +172,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Unavailable(e) = self {
-            tracing::error!(error = ?e, "request refused: storage unavailable");
+            tracing::error!(error = %e.for_log(), "request refused: storage unavailable");
         }
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CONTENT_TYPE, "application/problem+json"));

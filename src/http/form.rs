@@ -346,7 +346,7 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
             )
         }
         Err(e) => {
-            tracing::error!(error = ?e, "form submission not stored: storage unavailable");
+            tracing::error!(error = %e.for_log(), "form submission not stored: storage unavailable");
             render_form(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -400,7 +400,7 @@ pub async fn submitted(path: web::Path<String>, state: web::Data<AppState>) -> H
         Ok(Some(t)) => show(t.filed_type, t.unsupported),
         Ok(None) => not_found(),
         Err(e) => {
-            tracing::error!(error = ?e, "confirmation page: storage unavailable");
+            tracing::error!(error = %e.for_log(), "confirmation page: storage unavailable");
             error_page(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,

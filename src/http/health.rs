@@ -118,7 +118,7 @@ async fn checks(state: &AppState) -> Health {
             )
         }
         Err(e) => {
-            tracing::warn!(error = ?e, "health: database unreachable");
+            tracing::warn!(error = %e.for_log(), "health: database unreachable");
             (
                 Check {
                     status: Status::Down,

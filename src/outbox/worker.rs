@@ -442,8 +442,9 @@ impl Deliverer {
             });
         }
         let marker = marker(&ticket.reference);
-        if job.attempts > 1 {
-            // An earlier attempt may have created the issue before its answer was lost.
+        if job.tried_before {
+            // An earlier attempt (before a retry, or before an operator queued the job again) may
+            // have created the issue before its answer was lost.
             let since = job.first_attempt_at - chrono::Duration::minutes(5);
             match gh.client.find_by_marker(repo, &marker, since).await {
                 Ok(Some(issue)) => {

@@ -71,6 +71,19 @@ impl StoreError {
         }
     }
 
+    /// The error for a log line: the database's code and message, never its detail (PostgreSQL's
+    /// DETAIL of a refused row quotes the row, that is the customer's fields).
+    pub fn for_log(&self) -> String {
+        match self {
+            StoreError::Database(sqlx::Error::Database(d)) => {
+                format!("database error {}: {}", d.code().unwrap_or_default(), d.message())
+            }
+            StoreError::Database(e) => format!("database error: {e}"),
+            StoreError::Migrate(e) => format!("migration failed: {e}"),
+            other => other.to_string(),
+        }
+    }
+
     /// A unique constraint refused the write.
     pub(crate) fn from_unique(e: sqlx::Error, what: String) -> StoreError {
         match &e {

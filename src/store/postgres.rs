@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
 use super::batch::{cache_statement, write_batch, BatchWriter, Placed, REFERENCE_ATTEMPTS, STATEMENT_CACHE_CAPACITY};
-use super::decisions::{self, QueueWrites};
+use super::decisions::{self, QueueWrites, WebhookWrites};
 use super::queue::{AckCap, AckCaps, OutcomeRow, RetryOutcome};
 use super::queue::{ClaimedJob, JobOutcome, WebhookOutcome};
 use super::queue::{Delivery, JobKind, OutboxStats};
@@ -23,7 +23,7 @@ use super::FilerLock;
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
-use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, RequestType, TicketEvent, TicketStatus};
+use crate::domain::{ClosedSet, FiledIssue, IssueEvent, RequestType, TicketEvent, TicketStatus};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
@@ -290,6 +290,102 @@ impl QueueWrites for Tx<'_> {
     async fn append_audit(&mut self, audit: &AuditEntry) -> Result<(), StoreError> {
         append_audit(self.0, audit).await
     }
+
+    async fn queue_job(
+        &mut self,
+        ticket_id: i64,
+        kind: JobKind,
+        event_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $3, $3) RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(kind.id())
+        .bind(now)
+        .bind(event_id)
+        .fetch_one(&mut *self.0)
+        .await?;
+        // Other instances' workers hear of it at once.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl WebhookWrites for Tx<'_> {
+    async fn note_delivery(&mut self, delivery_id: &str, event: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        // Two instances receiving the same delivery at once: the second waits on the first's row
+        // and then finds it.
+        let fresh = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(event)
+        .bind(now)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(fresh.rows_affected() > 0)
+    }
+
+    async fn ticket_for_issue(&mut self, repo: &str, number: i64) -> Result<Option<(i64, String)>, StoreError> {
+        // The row lock serialises events of one issue across instances.
+        Ok(sqlx::query_as(
+            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower($1) AND github_issue_number = $2 \
+             FOR UPDATE",
+        )
+        .bind(repo)
+        .bind(number)
+        .fetch_optional(&mut *self.0)
+        .await?)
+    }
+
+    async fn last_event_kind(&mut self, ticket_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT kind FROM ticket_events WHERE ticket_id = $1 ORDER BY id DESC LIMIT 1")
+                .bind(ticket_id)
+                .fetch_optional(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn close_recorded(&mut self, ticket_id: i64, closed_at: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM ticket_events WHERE ticket_id = $1 AND kind = 'issue_closed' \
+             AND closed_at = $2)",
+        )
+        .bind(ticket_id)
+        .bind(closed_at)
+        .fetch_one(&mut *self.0)
+        .await?)
+    }
+
+    async fn insert_event(
+        &mut self,
+        ticket_id: i64,
+        issue: &IssueEvent,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id, closed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(now)
+        .bind(issue.action.id())
+        .bind(&issue.state_reason)
+        .bind(delivery_id)
+        .bind(&issue.closed_at)
+        .fetch_one(&mut *self.0)
+        .await?)
+    }
 }
 
 #[async_trait]
@@ -420,7 +516,8 @@ impl Store for PostgresStore {
              WHERE id IN (SELECT id FROM deliveries WHERE {} AND \
                ((state = 'pending' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
                ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, ticket_id, kind, attempts, first_attempt_at, event_id",
+             RETURNING id, ticket_id, kind, attempts, first_attempt_at, event_id, \
+             first_attempt_at < $3 AS tried_before",
             kinds_sql(kinds)
         );
         let rows = sqlx::query(&sql)
@@ -440,6 +537,7 @@ impl Store for PostgresStore {
                     lease_token: token.clone(),
                     first_attempt_at: r.try_get("first_attempt_at")?,
                     event_id: r.try_get("event_id")?,
+                    tried_before: r.try_get("tried_before")?,
                 })
             })
             .collect()
@@ -533,92 +631,9 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<WebhookOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Two instances receiving the same delivery at once: the second waits on the first's row
-        // and then finds it.
-        let fresh = sqlx::query(
-            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (delivery_id) DO NOTHING",
-        )
-        .bind(delivery_id)
-        .bind(event)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if fresh.rows_affected() == 0 {
-            return Ok(WebhookOutcome::Duplicate);
-        }
-        let Some(issue) = issue else {
-            tx.commit().await?;
-            return Ok(WebhookOutcome::Noted);
-        };
-        // The row lock serialises events of one issue across instances (see the close check below).
-        let ticket: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower($1) AND github_issue_number = $2 \
-             FOR UPDATE",
-        )
-        .bind(&issue.repo)
-        .bind(issue.number)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((ticket_id, reference)) = ticket else {
-            tx.commit().await?;
-            return Ok(WebhookOutcome::UnknownIssue);
-        };
-        // Delivery ids are not signed: a close replayed under a new id must not mail again. Only a
-        // close after a reopen (or the first) follows up.
-        let last: Option<String> =
-            sqlx::query_scalar("SELECT kind FROM ticket_events WHERE ticket_id = $1 ORDER BY id DESC LIMIT 1")
-                .bind(ticket_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        // The same close replayed (a reopen replayed before it, too) carries its `closed_at`.
-        let replayed: bool = match (&issue.closed_at, issue.action) {
-            (Some(closed_at), IssueAction::Closed) => {
-                sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM ticket_events WHERE ticket_id = $1 AND kind = 'issue_closed' \
-                 AND closed_at = $2)",
-                )
-                .bind(ticket_id)
-                .bind(closed_at)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            _ => false,
-        };
-        let already_closed = last.as_deref() == Some(IssueAction::Closed.id()) || replayed;
-        let event_id: i64 = sqlx::query_scalar(
-            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id, closed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(ticket_id)
-        .bind(now)
-        .bind(issue.action.id())
-        .bind(&issue.state_reason)
-        .bind(delivery_id)
-        .bind(&issue.closed_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let followup_queued = issue.action == IssueAction::Closed && !already_closed;
-        if followup_queued {
-            sqlx::query(
-                "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \
-                 VALUES ($1, 'followup_email', $2, $3, $2, $2)",
-            )
-            .bind(ticket_id)
-            .bind(now)
-            .bind(event_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let outcome = decisions::record_webhook(&mut Tx(&mut tx), delivery_id, event, issue, now).await?;
         tx.commit().await?;
-        Ok(WebhookOutcome::Recorded {
-            reference,
-            followup_queued,
-        })
+        Ok(outcome)
     }
 
     async fn ticket_event(&self, id: i64) -> Result<Option<TicketEvent>, StoreError> {
@@ -776,19 +791,7 @@ impl Store for PostgresStore {
 
     async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deliveries (ticket_id, kind, run_at, created_at, updated_at) \
-             VALUES ($1, 'ack_email', $2, $2, $2) RETURNING id",
-        )
-        .bind(ticket_id)
-        .bind(audit.at)
-        .fetch_one(&mut *tx)
-        .await?;
-        append_audit(&mut tx, audit).await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        let id = decisions::queue_ack(&mut Tx(&mut tx), ticket_id, audit).await?;
         tx.commit().await?;
         Ok(id)
     }

@@ -136,6 +136,9 @@ pub struct ClaimedJob {
     pub lease_token: String,
     /// When the first attempt started; the GitHub filer looks for its marker among issues since then.
     pub first_attempt_at: DateTime<Utc>,
+    /// An earlier attempt was made, by this job's count or before an operator's retry reset it:
+    /// its effect (an issue created before the answer was lost) may exist.
+    pub tried_before: bool,
     /// The issue event a follow-up email answers.
     pub event_id: Option<i64>,
 }

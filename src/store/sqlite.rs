@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::batch::{cache_statement, write_batch, BatchWriter, Placed, REFERENCE_ATTEMPTS, STATEMENT_CACHE_CAPACITY};
-use super::decisions::{self, QueueWrites};
+use super::decisions::{self, QueueWrites, WebhookWrites};
 use super::queue::{AckCap, AckCaps, OutcomeRow, RetryOutcome};
 use super::queue::{ClaimedJob, JobOutcome, WebhookOutcome};
 use super::queue::{Delivery, JobKind, OutboxStats};
@@ -20,7 +20,7 @@ use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::domain::Ticket;
-use crate::domain::{ClosedSet, FiledIssue, IssueAction, IssueEvent, RequestType, TicketEvent, TicketStatus};
+use crate::domain::{ClosedSet, FiledIssue, IssueEvent, RequestType, TicketEvent, TicketStatus};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
@@ -344,6 +344,92 @@ impl QueueWrites for Tx<'_> {
     async fn append_audit(&mut self, audit: &AuditEntry) -> Result<(), StoreError> {
         append_audit(self.0, audit).await
     }
+
+    async fn queue_job(
+        &mut self,
+        ticket_id: i64,
+        kind: JobKind,
+        event_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?3, ?3) RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(kind.id())
+        .bind(ms(now))
+        .bind(event_id)
+        .fetch_one(&mut *self.0)
+        .await?)
+    }
+}
+
+#[async_trait]
+impl WebhookWrites for Tx<'_> {
+    async fn note_delivery(&mut self, delivery_id: &str, event: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let fresh = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) \
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(event)
+        .bind(ms(now))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(fresh.rows_affected() > 0)
+    }
+
+    async fn ticket_for_issue(&mut self, repo: &str, number: i64) -> Result<Option<(i64, String)>, StoreError> {
+        // The write before this one holds SQLite's lock: events of one issue are serialised.
+        Ok(sqlx::query_as(
+            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower(?) AND github_issue_number = ?",
+        )
+        .bind(repo)
+        .bind(number)
+        .fetch_optional(&mut *self.0)
+        .await?)
+    }
+
+    async fn last_event_kind(&mut self, ticket_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT kind FROM ticket_events WHERE ticket_id = ? ORDER BY id DESC LIMIT 1")
+                .bind(ticket_id)
+                .fetch_optional(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn close_recorded(&mut self, ticket_id: i64, closed_at: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM ticket_events WHERE ticket_id = ? AND kind = 'issue_closed' AND closed_at = ?)",
+        )
+        .bind(ticket_id)
+        .bind(closed_at)
+        .fetch_one(&mut *self.0)
+        .await?)
+    }
+
+    async fn insert_event(
+        &mut self,
+        ticket_id: i64,
+        issue: &IssueEvent,
+        delivery_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id, closed_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(ticket_id)
+        .bind(ms(now))
+        .bind(issue.action.id())
+        .bind(&issue.state_reason)
+        .bind(delivery_id)
+        .bind(&issue.closed_at)
+        .fetch_one(&mut *self.0)
+        .await?)
+    }
 }
 
 #[async_trait]
@@ -435,7 +521,8 @@ impl Store for SqliteStore {
              WHERE id IN (SELECT id FROM deliveries WHERE {} AND \
                ((state = 'pending' AND run_at <= ?3) OR (state = 'running' AND lease_until < ?3)) \
                ORDER BY run_at, id LIMIT ?4) \
-             RETURNING id, ticket_id, kind, attempts, first_attempt_at, event_id",
+             RETURNING id, ticket_id, kind, attempts, first_attempt_at, event_id, \
+             first_attempt_at < ?3 AS tried_before",
             kinds_sql(kinds)
         );
         let rows = sqlx::query(&sql)
@@ -455,6 +542,7 @@ impl Store for SqliteStore {
                     lease_token: token.clone(),
                     first_attempt_at: from_ms(r.try_get("first_attempt_at")?)?,
                     event_id: r.try_get("event_id")?,
+                    tried_before: r.try_get("tried_before")?,
                 })
             })
             .collect()
@@ -545,86 +633,9 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<WebhookOutcome, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES (?, ?, ?) \
-             ON CONFLICT (delivery_id) DO NOTHING",
-        )
-        .bind(delivery_id)
-        .bind(event)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?;
-        if fresh.rows_affected() == 0 {
-            return Ok(WebhookOutcome::Duplicate);
-        }
-        let Some(issue) = issue else {
-            tx.commit().await?;
-            return Ok(WebhookOutcome::Noted);
-        };
-        let ticket: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, reference FROM tickets WHERE lower(github_repo) = lower(?) AND github_issue_number = ?",
-        )
-        .bind(&issue.repo)
-        .bind(issue.number)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((ticket_id, reference)) = ticket else {
-            tx.commit().await?;
-            return Ok(WebhookOutcome::UnknownIssue);
-        };
-        // Delivery ids are not signed: a close replayed under a new id must not mail again. Only a
-        // close after a reopen (or the first) follows up. The write above holds SQLite's lock.
-        let last: Option<String> =
-            sqlx::query_scalar("SELECT kind FROM ticket_events WHERE ticket_id = ? ORDER BY id DESC LIMIT 1")
-                .bind(ticket_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        // The same close replayed (a reopen replayed before it, too) carries its `closed_at`.
-        let replayed: bool = match (&issue.closed_at, issue.action) {
-            (Some(closed_at), IssueAction::Closed) => {
-                sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM ticket_events WHERE ticket_id = ? AND kind = 'issue_closed' \
-                 AND closed_at = ?)",
-                )
-                .bind(ticket_id)
-                .bind(closed_at)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            _ => false,
-        };
-        let already_closed = last.as_deref() == Some(IssueAction::Closed.id()) || replayed;
-        let event_id: i64 = sqlx::query_scalar(
-            "INSERT INTO ticket_events (ticket_id, at, kind, state_reason, delivery_id, closed_at) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(ticket_id)
-        .bind(ms(now))
-        .bind(issue.action.id())
-        .bind(&issue.state_reason)
-        .bind(delivery_id)
-        .bind(&issue.closed_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let followup_queued = issue.action == IssueAction::Closed && !already_closed;
-        if followup_queued {
-            sqlx::query(
-                "INSERT INTO deliveries (ticket_id, kind, run_at, event_id, created_at, updated_at) \
-                 VALUES (?, 'followup_email', ?, ?, ?, ?)",
-            )
-            .bind(ticket_id)
-            .bind(ms(now))
-            .bind(event_id)
-            .bind(ms(now))
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?;
-        }
+        let outcome = decisions::record_webhook(&mut Tx(&mut tx), delivery_id, event, issue, now).await?;
         tx.commit().await?;
-        Ok(WebhookOutcome::Recorded {
-            reference,
-            followup_queued,
-        })
+        Ok(outcome)
     }
 
     async fn ticket_event(&self, id: i64) -> Result<Option<TicketEvent>, StoreError> {
@@ -782,15 +793,7 @@ impl Store for SqliteStore {
 
     async fn queue_ack(&self, ticket_id: i64, audit: &AuditEntry) -> Result<i64, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deliveries (ticket_id, kind, run_at, created_at, updated_at) \
-             VALUES (?1, 'ack_email', ?2, ?2, ?2) RETURNING id",
-        )
-        .bind(ticket_id)
-        .bind(ms(audit.at))
-        .fetch_one(&mut *tx)
-        .await?;
-        append_audit(&mut tx, audit).await?;
+        let id = decisions::queue_ack(&mut Tx(&mut tx), ticket_id, audit).await?;
         tx.commit().await?;
         Ok(id)
     }

@@ -102,7 +102,7 @@ async fn commit_isolating(store: &dyn Store, tickets: Vec<NewTicket>, replies: V
                 }
             }
             Err(e) if tickets.len() > 1 && e.is_refused_content() => {
-                tracing::warn!(size = tickets.len(), error = ?e, "the database refused a batch of tickets; storing its halves apart");
+                tracing::warn!(size = tickets.len(), error = %e.for_log(), "the database refused a batch of tickets; storing its halves apart");
                 let mut first = tickets;
                 let second = first.split_off(first.len() / 2);
                 let second_replies = replies.split_off(first.len());
@@ -110,7 +110,7 @@ async fn commit_isolating(store: &dyn Store, tickets: Vec<NewTicket>, replies: V
                 work.push((first, replies));
             }
             Err(e) => {
-                tracing::error!(size = tickets.len(), error = ?e, "storing tickets failed; none of them was stored");
+                tracing::error!(size = tickets.len(), error = %e.for_log(), "storing tickets failed; none of them was stored");
                 let e = Arc::new(e);
                 for reply in replies {
                     let _ = reply.send(Err(Arc::clone(&e)));

@@ -122,6 +122,7 @@ async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backe
     seed(&store, 2).await;
     let now = Utc::now();
     let jobs = store.claim_jobs(&[JobKind::GithubIssue], now, LEASE, 10).await.unwrap();
+    assert!(jobs.iter().all(|j| !j.tried_before), "a first attempt");
     let at = now + Span::seconds(30);
     assert!(store
         .finish_job(
@@ -160,6 +161,7 @@ async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backe
     let again = store.claim_jobs(&[JobKind::GithubIssue], at, LEASE, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
+    assert!(again[0].tried_before);
     let stats = store.outbox_stats(now).await.unwrap();
     assert_eq!(stats.dead, 1);
     assert_eq!(stats.pending, 3); // two acks and the retried issue
@@ -201,6 +203,16 @@ async fn a_retry_waits_until_its_time_and_dead_jobs_show_in_stats(backend: Backe
     let log = store.audit_log(10).await.unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].target, format!("delivery {}", dead.id));
+    // Its count starts again, but it was tried before: the filer looks for an issue an earlier
+    // attempt may have created before filing one.
+    let later = Utc::now() + Span::seconds(1);
+    let claimed = store
+        .claim_jobs(&[JobKind::GithubIssue], later, LEASE, 10)
+        .await
+        .unwrap();
+    let requeued = claimed.iter().find(|j| j.id == dead.id).unwrap();
+    assert_eq!(requeued.attempts, 1);
+    assert!(requeued.tried_before);
 }
 
 async fn finishing_records_the_ack_and_the_issue_on_the_ticket(backend: Backend) {

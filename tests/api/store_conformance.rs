@@ -284,3 +284,31 @@ on_both_backends!(
     an_earlier_releases_waiting_text_is_converted_to_a_reason,
     migrations_can_run_twice,
 );
+
+/// PostgreSQL's DETAIL of a refused row quotes the row; what is logged of a storage error never
+/// carries it.
+#[tokio::test]
+async fn a_logged_storage_error_does_not_quote_the_refused_row() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (email TEXT CHECK (length(email) < 5))")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = sqlx::query("INSERT INTO t (email) VALUES ('victim@example.com')")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let err = intake::store::StoreError::Database(err);
+    assert!(
+        format!("{err:?}").contains("victim@example.com"),
+        "the driver's detail has the row"
+    );
+    let logged = err.for_log();
+    assert!(logged.contains("23514"), "{logged}");
+    assert!(!logged.contains("victim"), "{logged}");
+}
