@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::cli_ops::{self, DeliveriesCommand, OpsCommand, TicketsCommand, TokensCommand};
 use crate::config::{EmailTransport, Settings, Source};
-use crate::domain::ClosedSet;
+use crate::domain::{ClosedSet, RequestType};
 use crate::email::Mailer;
 use crate::github::GithubClient;
 use crate::startup;
@@ -426,7 +426,7 @@ async fn check_github(settings: &Settings) -> Vec<CheckLine> {
                 ok: true,
                 detail: format!("{ty} → {} (private)", route.repo),
             },
-            Ok(false) if ty == "security" => CheckLine {
+            Ok(false) if RequestType::parse(ty) == Some(RequestType::Security) => CheckLine {
                 name: "github",
                 ok: false,
                 detail: format!(

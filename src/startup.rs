@@ -152,7 +152,11 @@ impl Application {
             .context("loading classify.rules_file and classify.model_file")?,
         );
         // SQLite admits one writer at a time; PostgreSQL gains from a second building the next batch.
-        let writer_count = if store.backend() == "sqlite" { 1 } else { 2 };
+        let writer_count = if store.backend() == store::Backend::Sqlite {
+            1
+        } else {
+            2
+        };
         let wake = Arc::new(Notify::new());
         let (writer, writers) = TicketWriter::spawn(
             Arc::clone(&store),
@@ -279,7 +283,7 @@ impl Application {
                 )
             })?
             .run();
-        tracing::info!(port, backend = store.backend(), "intake listening");
+        tracing::info!(port, backend = %store.backend(), "intake listening");
         Ok(Application {
             port,
             server,

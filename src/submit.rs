@@ -5,8 +5,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::classify::Classifier;
-use crate::domain::Channel;
-use crate::domain::{ClosedSet, IdempotencyKey, Reference, Submission};
+use crate::domain::{Channel, ClosedSet, IdempotencyKey, Reference, Submission};
 use crate::store::queue::JobKind;
 use crate::store::{InsertOutcome, NewTicket, StoreError, TicketWriter};
 

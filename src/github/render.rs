@@ -2,8 +2,7 @@
 //! fenced code blocks whose fence is longer than any backtick run in it, so no markdown, HTML,
 //! `@mention` or `#123` reference in it takes effect, and it can be copied out exactly.
 
-use crate::domain::is_invisible;
-use crate::domain::Ticket;
+use crate::domain::{is_invisible, Ticket};
 
 /// GitHub's limits.
 pub const TITLE_MAX: usize = 256;

@@ -9,8 +9,7 @@ use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::error::ApiError;
 use super::AppState;
 use crate::abuse::{OverLimit, Refusal};
-use crate::domain::{Channel, ClosedSet, TicketSummary};
-use crate::domain::{FieldError, IdempotencyKey, RawSubmission};
+use crate::domain::{Channel, ClosedSet, FieldError, IdempotencyKey, RawSubmission, TicketStatus, TicketSummary};
 use crate::store::InsertOutcome;
 
 /// The accepted shape: every field optional here so that a wrong type is reported per field (422)
@@ -46,11 +45,7 @@ impl From<&TicketSummary> for Accepted {
         Accepted {
             ticket: t.reference.clone(),
             request_type: t.filed_type.id(),
-            status: if t.unsupported.is_some() {
-                "unsupported"
-            } else {
-                "received"
-            },
+            status: TicketStatus::of(t.unsupported).id(),
             reason: t.unsupported.map(|u| u.id()),
             picked_type: (t.picked_type != t.filed_type).then(|| t.picked_type.id()),
         }

@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::AppState;
 use crate::abuse::{Decoy, OverLimit, Refusal};
-use crate::domain::Channel;
-use crate::domain::{ClosedSet, FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason};
+use crate::domain::{
+    Channel, ClosedSet, FieldError, IdempotencyKey, RawSubmission, Reference, RequestType, UnsupportedReason,
+};
 use crate::form_token::TokenError;
 use crate::store::InsertOutcome;
 use crate::templates::Templates;

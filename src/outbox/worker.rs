@@ -15,8 +15,7 @@ use std::num::NonZeroU32;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::{GithubRoute, Rate};
-use crate::domain::Ticket;
-use crate::domain::{ClosedSet, RequestType};
+use crate::domain::{ClosedSet, RequestType, Ticket};
 use crate::email::{ack_message, ack_message_id, followup_message, AckContext, Mailer};
 use crate::github::{issue_body, issue_title, marker, GithubClient, GithubError, Issue};
 use crate::store::queue::{ack_address, AckCap, AckCaps, ClaimedJob, Completion, JobKind, JobOutcome, WaitReason};

@@ -34,6 +34,16 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use writer::TicketWriter;
 
+/// Which database a store runs on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter, strum::Display,
+)]
+#[strum(serialize_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// Why storage failed. Every variant is answered `503` to a client; the chain is logged once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,7 +136,7 @@ pub enum InsertOutcome {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
-    fn backend(&self) -> &'static str;
+    fn backend(&self) -> Backend;
 
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;

@@ -22,8 +22,7 @@ use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
 use super::FilerLock;
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
-use crate::domain::Ticket;
-use crate::domain::{ClosedSet, FiledIssue, IssueEvent, RequestType, TicketEvent, TicketStatus};
+use crate::domain::{ClosedSet, FiledIssue, IssueEvent, RequestType, Ticket, TicketEvent, TicketStatus};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// The advisory lock that makes one instance the GitHub filer ("intake-gh" as a number).
@@ -390,8 +389,8 @@ impl WebhookWrites for Tx<'_> {
 
 #[async_trait]
 impl Store for PostgresStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Postgres
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

@@ -19,8 +19,7 @@ use super::rows::{kinds_sql, lease_token, stored_scopes};
 use super::rows::{parse_id, parse_optional_id, parse_signals, signals_json};
 use super::{InsertOutcome, NewTicket, Store, StoreError};
 use crate::audit::AuditEntry;
-use crate::domain::Ticket;
-use crate::domain::{ClosedSet, FiledIssue, IssueEvent, RequestType, TicketEvent, TicketStatus};
+use crate::domain::{ClosedSet, FiledIssue, IssueEvent, RequestType, Ticket, TicketEvent, TicketStatus};
 use crate::tokens::{StoredToken, TokenInfo};
 
 /// Two pools over one file: SQLite admits one writer at a time, so every write goes through a single
@@ -434,8 +433,8 @@ impl WebhookWrites for Tx<'_> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Sqlite
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
