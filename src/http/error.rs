@@ -39,8 +39,10 @@ pub enum ApiError {
     Forbidden { scope: &'static str },
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("storage unavailable")]
-    Unavailable(#[source] Arc<StoreError>),
+    /// Logged once, by the request's span when the request ends, with the database's code and
+    /// message ([`StoreError::for_log`]).
+    #[error("storage unavailable: {}", .0.for_log())]
+    Unavailable(Arc<StoreError>),
 }
 
 /// The body of every error the API returns.
@@ -171,9 +173,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Unavailable(e) = self {
-            tracing::error!(error = %e.for_log(), "request refused: storage unavailable");
-        }
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         match self {

@@ -346,8 +346,8 @@ pub async fn submit(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
                 )),
             )
         }
-        Err(e) => {
-            tracing::error!(error = %e.for_log(), "form submission not stored: storage unavailable");
+        Err(_) => {
+            // The writer logged the failure, and the request's span logs this 503.
             render_form(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
