@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
+use strum::{EnumCount, IntoEnumIterator};
 
 use crate::abuse::Refusals;
 use crate::domain::{ClosedSet, RequestType};
@@ -64,7 +65,7 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    submissions: [[AtomicU64; OUTCOMES.len()]; RequestType::ALL.len()],
+    submissions: [[AtomicU64; OUTCOMES.len()]; RequestType::COUNT],
     deliveries: [[AtomicU64; RESULTS.len()]; KINDS.len()],
     /// Route pattern → method label → histogram; looked up by `&str`, so observing allocates
     /// nothing once a route has been seen. Patterns are the router's (plus `unmatched`) and
@@ -74,7 +75,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn submission(&self, filed: RequestType, outcome: SubmissionOutcome) {
-        let t = RequestType::ALL.iter().position(|x| *x == filed).unwrap_or(0);
+        let t = RequestType::iter().position(|x| x == filed).unwrap_or(0);
         let o = OUTCOMES.iter().position(|(x, _)| *x == outcome).unwrap_or(0);
         self.submissions[t][o].fetch_add(1, Ordering::Relaxed);
     }
@@ -118,7 +119,7 @@ impl Metrics {
             "# HELP intake_submissions_total Submissions answered, by filed type and outcome."
         );
         let _ = writeln!(out, "# TYPE intake_submissions_total counter");
-        for (t, ty) in RequestType::ALL.iter().enumerate() {
+        for (t, ty) in RequestType::iter().enumerate() {
             for (o, (_, outcome)) in OUTCOMES.iter().enumerate() {
                 let n = self.submissions[t][o].load(Ordering::Relaxed);
                 let _ = writeln!(

@@ -8,8 +8,7 @@
 
 use chrono::Utc;
 use intake::classify::Classifier;
-use intake::domain::{Channel, Ticket};
-use intake::domain::{RawSubmission, RequestType, UnsupportedReason};
+use intake::domain::{Channel, ClosedSet, RawSubmission, RequestType, Ticket, UnsupportedReason};
 use intake::email::{ack_message, AckContext};
 use intake::github::{issue_body, issue_title, marker, BODY_MAX, TITLE_MAX};
 use intake::http::{form_page, parse_form_submission, parse_json_submission, ApiError};
@@ -101,8 +100,8 @@ fn ticket() -> impl Strategy<Value = Ticket> {
         nasty_text(10_000),
         opt_text(200),
         opt_text(300),
-        prop::sample::select(RequestType::ALL.to_vec()),
-        prop::option::of(prop::sample::select(UnsupportedReason::ALL.to_vec())),
+        prop::sample::select(RequestType::all()),
+        prop::option::of(prop::sample::select(UnsupportedReason::all())),
         any::<bool>(),
     )
         .prop_map(
@@ -215,7 +214,7 @@ proptest! {
     /// The classifier decides every text, the same way every time, and only moves a pick to
     /// security.
     #[test]
-    fn the_classifier_is_total_and_deterministic(subject in nasty_text(150), message in nasty_text(3000), picked in prop::sample::select(RequestType::ALL.to_vec())) {
+    fn the_classifier_is_total_and_deterministic(subject in nasty_text(150), message in nasty_text(3000), picked in prop::sample::select(RequestType::all())) {
         let classifier = &*CLASSIFIER;
         let a = classifier.classify(picked, &subject, &message);
         let b = classifier.classify(picked, &subject, &message);

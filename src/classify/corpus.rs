@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
+use strum::IntoEnumIterator;
 
 use super::Classifier;
 use crate::domain::{ClosedSet, RequestType, UnsupportedReason};
@@ -182,7 +183,7 @@ fn from_confusion(cases: usize, confusion: BTreeMap<String, BTreeMap<String, u32
     let total = |expected: &str| -> u32 { confusion.get(expected).map_or(0, |r| r.values().sum()) };
     let predicted = |got: &str| -> u32 { confusion.values().map(|r| r.get(got).copied().unwrap_or(0)).sum() };
     let ratio = |a: u32, b: u32| if b == 0 { 1.0 } else { f64::from(a) / f64::from(b) };
-    let unsupported: Vec<&str> = UnsupportedReason::ALL.iter().map(|u| u.id()).collect();
+    let unsupported: Vec<&str> = UnsupportedReason::iter().map(|u| u.id()).collect();
     let per_class = OUTCOMES
         .iter()
         .map(|o| {

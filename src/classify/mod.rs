@@ -22,6 +22,7 @@ use std::path::Path;
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
+use strum::{EnumCount, IntoEnumIterator};
 
 use crate::domain::{ClosedSet, RequestType, Signal, UnsupportedReason, DECISION, MODEL};
 
@@ -389,14 +390,12 @@ impl Classifier {
         } else {
             None
         };
-        let rule_kind = UnsupportedReason::ALL
-            .into_iter()
+        let rule_kind = UnsupportedReason::iter()
             .filter(|u| unsupported_scores[*u as usize] > 0)
             .max_by_key(|u| (unsupported_scores[*u as usize], std::cmp::Reverse(*u as usize)));
-        let (model_kind, model_p) = UnsupportedReason::ALL
-            .into_iter()
+        let (model_kind, model_p) = UnsupportedReason::iter()
             .map(|u| (u, p[model::FIRST_UNSUPPORTED + u as usize]))
-            .fold((UnsupportedReason::ALL[0], f32::MIN), |best, x| {
+            .fold((UnsupportedReason::CustomDebugging, f32::MIN), |best, x| {
                 if x.1 > best.1 {
                     x
                 } else {
@@ -421,8 +420,7 @@ impl Classifier {
         } else {
             picked
         };
-        let best_other = RequestType::ALL
-            .into_iter()
+        let best_other = RequestType::iter()
             .filter(|t| *t != picked && *t != RequestType::Security)
             .map(|t| types[t as usize])
             .max()
@@ -456,10 +454,10 @@ impl Classifier {
 #[derive(Debug, Clone, Default)]
 pub struct RuleScores {
     /// Scores of the rules that count by themselves.
-    pub types: [u32; RequestType::ALL.len()],
+    pub types: [u32; RequestType::COUNT],
     /// A security rule that needs the model's agreement fired.
     pub security_needs_model: bool,
-    pub unsupported: [u32; UnsupportedReason::ALL.len()],
+    pub unsupported: [u32; UnsupportedReason::COUNT],
     pub signals: Vec<Signal>,
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     strum::IntoStaticStr,
     strum::EnumString,
     strum::EnumIter,
+    strum::EnumCount,
     strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
@@ -28,14 +29,6 @@ pub enum RequestType {
 }
 
 impl RequestType {
-    pub const ALL: [RequestType; 5] = [
-        RequestType::Account,
-        RequestType::Billing,
-        RequestType::Product,
-        RequestType::Security,
-        RequestType::Availability,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             RequestType::Account => "Account",
@@ -75,6 +68,7 @@ impl RequestType {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::EnumIter,
+    strum::EnumCount,
     strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
@@ -86,12 +80,6 @@ pub enum UnsupportedReason {
 }
 
 impl UnsupportedReason {
-    pub const ALL: [UnsupportedReason; 3] = [
-        UnsupportedReason::CustomDebugging,
-        UnsupportedReason::OnDemandConfiguration,
-        UnsupportedReason::DataRecovery,
-    ];
-
     /// The policy, stated factually; shown on the confirmation page and in the acknowledgement.
     pub fn policy(self) -> &'static str {
         match self {

@@ -7,6 +7,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
+use strum::IntoEnumIterator;
 
 use super::body::{media_type, read_limited, BodyError, MAX_BODY};
 use super::AppState;
@@ -104,15 +105,14 @@ pub fn form_page(
         errors: errors.iter().map(|e| (e.field.as_str(), e.message.as_str())).collect(),
         error_list: errors,
         notice,
-        types: RequestType::ALL
-            .into_iter()
+        types: RequestType::iter()
             .map(|t| TypeView {
                 id: t.id(),
                 label: t.label(),
                 description: t.description(),
             })
             .collect(),
-        unsupported: UnsupportedReason::ALL.into_iter().map(UnsupportedView::from).collect(),
+        unsupported: UnsupportedReason::iter().map(UnsupportedView::from).collect(),
     };
     templates.render("form.html", page)
 }

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 pub use views::{timeline, TicketLine, TimelineEntry};
 
 use crate::audit::{check_reason, AuditEntry};
-use crate::domain::{ClosedSet, FieldError, Reference, RequestType, Ticket, TicketEvent, TicketStatus};
+use crate::domain::{ClosedSet, FieldError, Reference, RequestType, Ticket, TicketStatus};
 use crate::store::queue::{Delivery, DeliveryState, RetryOutcome};
 use crate::store::{Store, StoreError};
 use crate::tokens::{generate_token, parse_scopes, scopes_to_string, valid_token_name, Scope, TokenInfo};
@@ -121,7 +121,6 @@ impl From<StoreError> for OpsError {
 pub struct TicketView {
     pub ticket: Ticket,
     pub deliveries: Vec<Delivery>,
-    pub events: Vec<TicketEvent>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -148,10 +147,6 @@ fn reason_of(text: &str) -> Result<String, OpsError> {
 impl Ops {
     pub fn new(store: Arc<dyn Store>, wake: Option<Arc<Notify>>) -> Ops {
         Ops { store, wake }
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     fn wake(&self) {
@@ -185,7 +180,6 @@ impl Ops {
         Ok(TicketView {
             ticket,
             deliveries,
-            events,
             timeline,
         })
     }
